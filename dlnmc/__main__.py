@@ -1,0 +1,5 @@
+import sys
+
+from dlnmc.cli import main
+
+sys.exit(main())

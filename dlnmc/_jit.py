@@ -1,0 +1,15 @@
+"""The one place where dlnmc's Numba options are fixed.
+
+Every kernel is compiled with ``cache=True`` (cold compiles cost seconds), numpy's error
+model (division by zero gives inf/nan, which the kernels detect, instead of raising) and
+no ``fastmath`` (it would delete the ``isfinite`` checks the divergence detection relies on).
+"""
+import functools
+
+import numba
+
+jit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True)
+"""Serial kernel decorator."""
+
+pjit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True, parallel=True)
+"""Kernel decorator for loops over trajectories (``numba.prange``)."""
