@@ -5,6 +5,7 @@ the loss is l(W) = 1/2 sum_{(i,j) in Omega} (W_ij - b_ij)^2 (REFERENCE.md sectio
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -29,8 +30,9 @@ class CompletionProblem:
     ----------
     shape : tuple of int
         ``(rows, cols)``, both positive.
-    entries : mapping
-        ``{(i, j): value}`` with 0-based indices; at least one entry, all values finite.
+    entries : mapping or iterable of pairs
+        ``{(i, j): value}`` (or ``((i, j), value)`` pairs) with 0-based integer indices; at
+        least one entry, no index twice, all values finite.
     name : str, optional
         A label carried into result tables and provenance.
     ground_truth : ndarray, optional
@@ -59,15 +61,17 @@ class CompletionProblem:
         rows, cols = (int(n) for n in shape)
         if rows <= 0 or cols <= 0:
             raise ValueError(f"shape must be positive, got {shape}")
-        pairs = list(self.entries.items()) if isinstance(self.entries, Mapping) else None
-        if pairs is None:
-            raise ValueError("entries must be a mapping {(i, j): value}")
+        try:
+            pairs = list(self.entries.items() if isinstance(self.entries, Mapping) else self.entries)
+            pairs = [(key, value) for key, value in pairs]
+        except (TypeError, ValueError):
+            raise ValueError("entries must be a mapping {(i, j): value} or ((i, j), value) pairs") from None
         if not pairs:
             raise ValueError("a completion problem needs at least one observed entry")
         clean = {}
         for key, value in pairs:
             try:
-                i, j = (int(k) for k in key)
+                i, j = (operator.index(k) for k in key)
             except (TypeError, ValueError):
                 raise ValueError(f"entry index must be a pair (i, j), got {key!r}") from None
             if not (0 <= i < rows and 0 <= j < cols):
