@@ -1,12 +1,30 @@
-"""Command line: ``dlnmc <verb>`` / ``python -m dlnmc <verb>``."""
+"""Command line: ``dlnmc <verb>`` / ``python -m dlnmc <verb>``.
+
+``run`` simulates a study, analyses it, draws its figures and writes its report; ``figures``
+and ``report`` redo those steps from the saved tables; ``list`` shows the studies; ``bench``
+runs the benchmarks; ``demo`` simulates a batch of the Razin-Cohen problem.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import runpy
 import sys
+from pathlib import Path
 
+import numba
 import pandas as pd
 
+from dlnmc import executors, runner
+from dlnmc.results import write_parquet
+from dlnmc.study import Cell
+
 __all__ = ["main"]
+
+MANIFEST = "manifest.json"
+"""``out/manifest.json``: the analysis tables' names and figure paths, in the study's order."""
 
 
 def _demo(args) -> int:
@@ -30,9 +48,189 @@ def _demo(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="dlnmc", description=__doc__)
+# -- study steps --------------------------------------------------------------------------
+
+def _out(study, args) -> Path:
+    return (Path("data") / study.NAME if args.out is None else Path(args.out)).resolve()
+
+
+def _manifest(out, **entries) -> dict:
+    """Read ``out/manifest.json`` and update it with ``entries`` (when given)."""
+    path = out / MANIFEST
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    if entries:
+        manifest.update(entries)
+        path.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _analyse(study, out, final, history) -> dict:
+    """``study.analyse`` -> ``out/tables/<name>.parquet``."""
+    tables = study.analyse(final, history)
+    if not (isinstance(tables, dict)
+            and all(isinstance(t, pd.DataFrame) for t in tables.values())):
+        raise TypeError(f"study {study.NAME}: analyse must return a dict of DataFrames")
+    for name, table in tables.items():
+        write_parquet(table, out / "tables" / f"{name}.parquet")
+    _manifest(out, tables=list(tables))
+    return tables
+
+
+def _saved_tables(study, out):
+    """The merged and analysis tables saved by an earlier ``dlnmc run``."""
+    if not (out / "final.parquet").is_file():
+        raise ValueError(f"no tables in {out}: run `dlnmc run {study.NAME}` first (or pass --out)")
+    final, history = runner.load_tables(out)
+    names = _manifest(out).get("tables", [])
+    return final, history, {n: pd.read_parquet(out / "tables" / f"{n}.parquet") for n in names}
+
+
+def _figures(study, out, final, history, tables) -> list[Path]:
+    """``study.figures`` -> ``out/figures/``."""
+    directory = out / "figures"
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in study.figures(final, history, tables, directory)]
+    _manifest(out, figures=[os.path.relpath(p.resolve(), out) for p in paths])
+    return paths
+
+
+def _report(study, out, final, tables, figure_paths):
+    """``dlnmc.report.write_report`` -> ``out/report.md`` (None while that module is absent)."""
+    try:
+        from dlnmc.report import write_report
+    except ModuleNotFoundError as err:
+        if err.name != "dlnmc.report":
+            raise
+        print("report skipped: dlnmc.report is not available yet")
+        return None
+    cells = [Cell(**entry) for entry in final.attrs["dlnmc"]["grid"]]
+    return write_report(study, out, tables, figure_paths, cells=cells)
+
+
+def _where(out, tables=None, figure_paths=None, report=None):
+    print(f"tables:  {out / 'final.parquet'}, {out / 'history.parquet'}"
+          + (f", {out / 'tables'}/ ({', '.join(tables)})" if tables else ""))
+    if figure_paths is not None:
+        print(f"figures: {out / 'figures'}/ ({len(figure_paths)} PNG)")
+    if report is not None:
+        print(f"report:  {report}")
+
+
+# -- verbs --------------------------------------------------------------------------------
+
+def _run(args) -> int:
+    """Simulate a study (resuming finished chunks), analyse it, draw figures, write a report."""
+    study = runner.load_study(args.study)
+    # Config errors before any work (and before a cluster starts).
+    runner.plan(study.NAME, runner.study_cells(study, args.quick, args.runs), args.seed,
+                args.chunk_runs, args.threads)
+    if args.local_cluster is not None and args.local_cluster < 1:
+        raise ValueError(f"--local-cluster needs at least one worker, got {args.local_cluster}")
+    if args.scheduler is None and args.threads and args.threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"--threads must be at most {numba.config.NUMBA_NUM_THREADS} here, "
+                         f"got {args.threads}")
+    if args.scheduler:
+        cluster, threads = executors.connect(args.scheduler, args.threads), None
+    elif args.local_cluster:
+        cluster, threads = executors.local_cluster(args.local_cluster, args.threads), None
+    else:
+        cluster, threads = contextlib.nullcontext(None), args.threads
+    with cluster as executor:
+        out = runner.run_study(study, out=_out(study, args), quick=args.quick, runs=args.runs,
+                               seed=args.seed, threads=threads, executor=executor,
+                               chunk_runs=args.chunk_runs, progress=not args.no_progress,
+                               write=args.write)
+    final, history = runner.load_tables(out)
+    tables = _analyse(study, out, final, history)
+    figure_paths = _figures(study, out, final, history, tables)
+    _where(out, tables, figure_paths, _report(study, out, final, tables, figure_paths))
+    return 0
+
+
+def _redraw(args) -> int:
+    """Redraw a study's figures from its saved tables."""
+    study = runner.load_study(args.study)
+    out = _out(study, args)
+    final, history, tables = _saved_tables(study, out)
+    _where(out, tables, _figures(study, out, final, history, tables))
+    return 0
+
+
+def _rewrite_report(args) -> int:
+    """Rewrite a study's report from its saved tables and figures."""
+    study = runner.load_study(args.study)
+    out = _out(study, args)
+    final, _, tables = _saved_tables(study, out)
+    figure_paths = [out / p for p in _manifest(out).get("figures", [])]
+    _where(out, tables, figure_paths, _report(study, out, final, tables, figure_paths))
+    return 0
+
+
+def _list(args) -> int:
+    """List the studies of the repository's studies/ folder."""
+    studies = runner.list_studies()
+    if not studies:
+        print(f"no studies in {runner.studies_dir()}")
+    for name, path in studies.items():
+        try:
+            text = " ".join(runner.load_study(path).DESCRIPTION.split())
+        except Exception as err:  # one broken study must not hide the others
+            text = f"(cannot load: {err})"
+        print(f"{name}\n    {text}")
+    return 0
+
+
+def _bench(args) -> int:
+    """Run the benchmarks (python -m dlnmc.bench)."""
+    argv = sys.argv
+    sys.argv = ["dlnmc bench", args.suite, *(["--quick"] if args.quick else [])]
+    try:
+        runpy.run_module("dlnmc.bench", run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlnmc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True)
+
+    run = verbs.add_parser("run", help=_run.__doc__, description=_run.__doc__)
+    run.add_argument("study", help="a study name (see `dlnmc list`) or a path to a .py file")
+    run.add_argument("--quick", action="store_true", help="the study's reduced grid (~1 min)")
+    run.add_argument("--runs", type=int, help="trajectories per cell (default: the study's)")
+    run.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
+    run.add_argument("--threads", type=int,
+                     help="Numba threads per chunk (default: all cores, shared among workers)")
+    run.add_argument("--chunk-runs", type=int,
+                     help=f"trajectories per chunk (default {runner.CHUNK_RUNS}; "
+                          "the tables do not depend on it)")
+    run.add_argument("--write", choices=runner.WRITE_MODES, default="client",
+                     help="who writes the parts: this process (default) or the workers "
+                          "(needs --out on a filesystem shared with them)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="run the chunks on this dask.distributed scheduler")
+    where.add_argument("--local-cluster", type=int, metavar="N",
+                       help="run the chunks on a local Dask cluster of N worker processes")
+    run.set_defaults(func=_run)
+
+    for name, func in (("figures", _redraw), ("report", _rewrite_report)):
+        verb = verbs.add_parser(name, help=func.__doc__, description=func.__doc__)
+        verb.add_argument("study")
+        verb.set_defaults(func=func)
+    for verb in (run, verbs.choices["figures"], verbs.choices["report"]):
+        verb.add_argument("--out", help="output folder (default data/<study>/)")
+
+    verbs.add_parser("list", help=_list.__doc__).set_defaults(func=_list)
+
+    bench = verbs.add_parser("bench", help=_bench.__doc__)
+    bench.add_argument("suite", nargs="?", default="all", choices=("engine", "flow", "all"))
+    bench.add_argument("--quick", action="store_true", help="smaller batches, for a smoke run")
+    bench.set_defaults(func=_bench)
+
     demo = verbs.add_parser("demo", help=_demo.__doc__)
     demo.add_argument("--depth", type=int, default=3)
     demo.add_argument("--runs", type=int, default=1000)
@@ -40,6 +238,11 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default=None, help="folder for the parquet tables")
     demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)

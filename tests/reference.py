@@ -179,3 +179,133 @@ def assert_tables_identical(a, b):
             assert np.array_equal(x.to_numpy().view(np.int64), y.to_numpy().view(np.int64)), col
         else:
             assert x.equals(y), col
+
+
+# ---------------------------------------------------------------------------------------
+# stats (dlnmc.stats, dlnmc.manifold, dlnmc.predictions): high-precision band integrals on
+# the 2x2 diagonal task, brute-force nearest rank-r completions
+# ---------------------------------------------------------------------------------------
+def band_mass_2x2(t, eps, depth, orbit, dps=30):
+    """int_{|u| < eps} rho_N(W) lam_12^{orbit/2} du at W = [[1, a], [b, 1]],
+    a = sqrt(1-u) e^t, b = sqrt(1-u) e^{-t}, in mpmath: singular values from the trace and
+    determinant of W^T W, lam_12 = (1/N)(s1^2 - s2^2)/(s1^{2/N} - s2^{2/N}) by the direct
+    quotient, rho_N = (s1 s2)^{-(N-1)/N} / lam_12; quadrature in v = log(eps/|u|) on [0, inf)."""
+    import mpmath
+
+    N = mpmath.mpf(depth)
+    with mpmath.workdps(dps):
+        t = mpmath.mpf(t)
+
+        def integrand(v, sign):
+            u = sign * eps * mpmath.exp(-v)
+            a2 = (1 - u) * mpmath.exp(2 * t)
+            b2 = (1 - u) * mpmath.exp(-2 * t)
+            T = 2 + a2 + b2
+            s1sq = (T + mpmath.sqrt(T**2 - 4 * u**2)) / 2
+            s2sq = u**2 / s1sq
+            lam = (s1sq - s2sq) / (N * (s1sq ** (1 / N) - s2sq ** (1 / N)))
+            rho = (s1sq * s2sq) ** (-(N - 1) / (2 * N)) / lam
+            return rho * lam ** (mpmath.mpf(orbit) / 2) * abs(u)
+
+        total = sum(mpmath.quad(lambda v: integrand(v, s), [0, 1, 10, 100, 10 * N, mpmath.inf])
+                    for s in (1, -1))
+    return float(total)
+
+
+def nearest_rank1_diagonal(W):
+    """Nearest rank-1 completion of the d x d unit-diagonal task by brute force: rank-1
+    completions are X_ij = x_i / x_j; grid search over x_2..x_d (x_1 = 1, signs and log-spaced
+    magnitudes), then Nelder-Mead from the best grid point. Returns the distance."""
+    from itertools import product
+
+    from scipy.optimize import minimize
+
+    d = W.shape[0]
+    grid = np.concatenate([-np.logspace(-2, 2, 121), np.logspace(-2, 2, 121)])
+
+    def dist2(x):
+        x = np.concatenate([[1.0], x])
+        return np.sum((x[:, None] / x[None, :] - W) ** 2)
+
+    x = np.array(list(product(grid, repeat=d - 1)))
+    x = np.concatenate([np.ones((len(x), 1)), x], axis=1)
+    best = x[np.argmin(np.sum((x[:, :, None] / x[:, None, :] - W) ** 2, axis=(1, 2))), 1:]
+    res = minimize(dist2, best, method="Nelder-Mead",
+                   options={"xatol": 1e-12, "fatol": 1e-16, "maxiter": 20000})
+    return float(np.sqrt(res.fun))
+
+
+def nearest_singular_completion(problem, W, starts=20, seed=0):
+    """Nearest exact completion with det X = 0 (rank <= d - 1 of a square problem): SLSQP on the
+    free entries with the determinant as equality constraint, from many random starts."""
+    from scipy.optimize import minimize
+
+    free = np.nonzero(~problem.mask)
+    rng = np.random.default_rng(seed)
+
+    def embed(x):
+        X = problem.targets.copy()
+        X[free] = x
+        return X
+
+    best = np.inf
+    for k in range(starts):
+        x0 = W[free] + (0 if k == 0 else rng.standard_normal(len(free[0])))
+        res = minimize(lambda x: np.sum((embed(x) - W) ** 2), x0, method="SLSQP",
+                       constraints=[{"type": "eq", "fun": lambda x: np.linalg.det(embed(x))}],
+                       options={"ftol": 1e-14, "maxiter": 500})
+        if res.success and abs(np.linalg.det(embed(res.x))) < 1e-9:
+            best = min(best, float(np.sqrt(res.fun)))
+    return best
+
+
+# ---------------------------------------------------------------------------------------
+# flow (dlnmc.flow): end-to-end velocity from the brute-force operator, the Langevin drift
+# rho^{-1} div(rho A) by central differences, the closed-form volume density
+# ---------------------------------------------------------------------------------------
+
+
+def flow_operator(W, depth):
+    """The normalized operator Abar_{N,W} as a matrix on row-major vec(Z), finite N or inf."""
+    return brute_operator_inf(W) if np.isinf(depth) else brute_operator(W, int(depth))
+
+
+def flow_velocity(W, mask, targets, depth):
+    """-Abar_{N,W}(P_Omega(W - b)) through the brute-force operator matrix."""
+    G = mask * (W - targets)
+    return -(flow_operator(W, depth) @ G.ravel()).reshape(W.shape)
+
+
+def langevin_drift_fd(W, depth, h):
+    """rho^{-1} div(rho A), rho = det(A)^{-1/2} (REFERENCE.md section 4), by central
+    differences of the brute-force matrix along each coordinate, step ``h``."""
+    n = W.size
+    A0 = flow_operator(W, depth)
+    log_rho0 = -0.5 * np.linalg.slogdet(A0)[1]
+    div = np.zeros(n)
+    for j in range(n):
+        E = np.zeros(n)
+        E[j] = h
+        for sign in (1.0, -1.0):
+            A = flow_operator(W + sign * E.reshape(W.shape), depth)
+            ratio = np.exp(-0.5 * np.linalg.slogdet(A)[1] - log_rho0)
+            div += sign * ratio * A[:, j] / (2.0 * h)
+    return div.reshape(W.shape)
+
+
+def log_volume_density_closed_form(s, depth):
+    """log sqrt(det g^N) w.r.t. dW for square matrices with singular values ``s`` (last axis),
+    REFERENCE.md section 2: N^{d(d-1)/2} det(S^2)^{(1-N)/(2N)} van(S^{2/N}) / van(S^2), and
+    det(S^2)^{-1/2} van(log S^2) / van(S^2) for N = inf."""
+    s = np.asarray(s, dtype=np.float64)
+    d = s.shape[-1]
+    i, j = np.triu_indices(d, 1)
+    log_det = np.sum(np.log(s**2), axis=-1)
+    log_van_sq = np.sum(np.log(np.abs(s[..., i] ** 2 - s[..., j] ** 2)), axis=-1)
+    if np.isinf(depth):
+        ls = np.log(s**2)
+        return -0.5 * log_det + np.sum(np.log(np.abs(ls[..., i] - ls[..., j])), axis=-1) - log_van_sq
+    p = 2.0 / depth
+    log_van_p = np.sum(np.log(np.abs(s[..., i] ** p - s[..., j] ** p)), axis=-1)
+    return (d * (d - 1) / 2 * np.log(depth) + (1 - depth) / (2 * depth) * log_det + log_van_p
+            - log_van_sq)
