@@ -51,7 +51,7 @@ def _demo(args) -> int:
 # -- study steps --------------------------------------------------------------------------
 
 def _out(study, args) -> Path:
-    return (Path("data") / study.NAME if args.out is None else Path(args.out)).resolve()
+    return (runner.default_out(study, args.quick) if args.out is None else Path(args.out)).resolve()
 
 
 def _manifest(out, **entries) -> dict:
@@ -198,7 +198,6 @@ def _parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help=_run.__doc__, description=_run.__doc__)
     run.add_argument("study", help="a study name (see `dlnmc list`) or a path to a .py file")
-    run.add_argument("--quick", action="store_true", help="the study's reduced grid (~1 min)")
     run.add_argument("--runs", type=int, help="trajectories per cell (default: the study's)")
     run.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
     run.add_argument("--threads", type=int,
@@ -222,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
         verb.add_argument("study")
         verb.set_defaults(func=func)
     for verb in (run, verbs.choices["figures"], verbs.choices["report"]):
+        verb.add_argument("--quick", action="store_true",
+                          help="the study's reduced grid (~1 min), in data/<study>-quick/")
         verb.add_argument("--out", help="output folder (default data/<study>/)")
 
     verbs.add_parser("list", help=_list.__doc__).set_defaults(func=_list)

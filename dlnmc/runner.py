@@ -336,7 +336,7 @@ def run_study(study, out=None, quick=False, runs=None, seed=0, threads=None, exe
     study : module, str or path
         A study module or what :func:`load_study` accepts.
     out : path, optional
-        Output folder (default ``data/<NAME>/`` under the current directory).
+        Output folder (default :func:`default_out`).
     quick : bool
         Use the reduced grid ``study.cells(True)``.
     runs : int, optional
@@ -373,8 +373,7 @@ def run_study(study, out=None, quick=False, runs=None, seed=0, threads=None, exe
     if write not in WRITE_MODES:
         raise ValueError(f"write must be one of {WRITE_MODES}, got {write!r}")
     study = study if inspect.ismodule(study) else load_study(study)
-    out = Path("data") / study.NAME if out is None else Path(out)
-    out = out.resolve()
+    out = (default_out(study, quick) if out is None else Path(out)).resolve()
     parts = out / "parts"
     cells = study_cells(study, quick, runs)
     chunks = plan(study.NAME, cells, seed, chunk_runs, threads,
@@ -395,6 +394,12 @@ def run_study(study, out=None, quick=False, runs=None, seed=0, threads=None, exe
     write_parquet(final, out / "final.parquet")
     write_parquet(history, out / "history.parquet")
     return out
+
+
+def default_out(study, quick=False) -> Path:
+    """``data/<NAME>/`` (``data/<NAME>-quick/`` for the quick grid) under the current directory,
+    so a quick run never meets the full grid's parts."""
+    return Path("data") / (f"{study.NAME}-quick" if quick else study.NAME)
 
 
 def load_tables(out) -> tuple[pd.DataFrame, pd.DataFrame]:
