@@ -95,7 +95,7 @@ class SimulationResult:
         One row per trajectory (columns documented in :func:`dlnmc.simulate`).
     history : DataFrame
         One row per (trajectory, checkpoint): ``run``, ``step``, ``loss``, ``w_<i>_<j>``
-        (plus ``time`` for the end-to-end flow).
+        (plus ``time_tau`` for the end-to-end flow).
     factors : list of ndarray or None
         Final factors W_1 first, the p-th of shape ``(runs, n_p, n_{p-1})``; ``None`` for the
         end-to-end flow, which has no factors.

@@ -1,0 +1,275 @@
+"""The public end-to-end ("downstairs") flow: finite depth, N = infinity, and Langevin.
+
+Integrates the dynamics of the end-to-end matrix W = W_N ... W_1 itself (REFERENCE.md
+sections 2 and 4) for a batch of trajectories, with the same result tables as
+:func:`dlnmc.simulate`.  Depth N = infinity exists only here.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral, Real
+
+import numba
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dlnmc.init import init_factors, noise_keys, product
+from dlnmc.kernels import flow as kernels
+from dlnmc.problems import CompletionProblem
+from dlnmc.results import SimulationResult, entry_columns, versions
+from dlnmc.simulate import _check_number, _final_table
+
+__all__ = ["simulate_flow", "checkpoint_times"]
+
+_CHUNK = 256
+"""Most runs per kernel call; results do not depend on it (trajectories are independent)."""
+
+
+def checkpoint_times(checkpoints, t_max) -> np.ndarray:
+    """Sorted unique checkpoint times (CMV's normalized clock tau) in ``[0, t_max]``.
+
+    ``"log"``: tau = 0 and ten log-spaced times per decade from ``min(0.01, t_max)`` to
+    ``t_max``; an int n: tau = 0 and n log-spaced times over that range; a sequence: those
+    times; ``None``: none (the history then holds each trajectory's final state only).
+    """
+    if checkpoints is None:
+        return np.zeros(0)
+    start = min(0.01, t_max)
+    if isinstance(checkpoints, str):
+        if checkpoints != "log":
+            raise ValueError(f"checkpoints must be 'log', an int, times or None, got {checkpoints!r}")
+        checkpoints = int(round(10 * math.log10(t_max / start))) + 1
+    if isinstance(checkpoints, Integral) and not isinstance(checkpoints, bool):
+        if checkpoints < 0:
+            raise ValueError(f"number of checkpoints must be >= 0, got {checkpoints}")
+        grid = np.geomspace(start, t_max, int(checkpoints)) if checkpoints else []
+        times = np.concatenate([[0.0], grid])
+    else:
+        times = np.asarray(checkpoints, dtype=np.float64)
+        if times.ndim != 1 or not np.all(np.isfinite(times)):
+            raise ValueError("checkpoints must be a 1-D sequence of finite times")
+        if np.any(times < 0) or np.any(times > t_max):
+            raise ValueError(f"checkpoint times must lie in [0, t_max={t_max}]")
+    return np.unique(times)
+
+
+def _check_depth(depth) -> float:
+    if isinstance(depth, Real) and not isinstance(depth, bool) and depth == math.inf:
+        return math.inf
+    return float(_check_number("depth (an integer >= 1 or numpy.inf)", depth, 1, integer=True))
+
+
+def _initial_matrices(problem, depth, runs, init, init_scale, seed, first_run, det_sign):
+    """W(0) for every run: the product of :func:`dlnmc.init.init_factors` (depth 1 for N =
+    inf), or an explicit ``(runs, rows, cols)`` array."""
+    if isinstance(init, str):
+        law_depth = int(depth) if math.isfinite(depth) else 1
+        return product(init_factors(problem.shape, law_depth, runs, init, init_scale, None, seed,
+                                    first_run, det_sign))
+    W0 = np.array(init, dtype=np.float64, order="C")
+    want = (runs, *problem.shape)
+    if W0.shape != want:
+        raise ValueError(f"explicit init has shape {W0.shape}, expected (runs, rows, cols) = {want}")
+    if not np.all(np.isfinite(W0)):
+        raise ValueError("explicit init has non-finite entries")
+    if det_sign not in (None, 1, -1):
+        raise ValueError(f"det_sign must be None, 1 or -1, got {det_sign!r}")
+    if det_sign is not None:
+        if not problem.is_square:
+            raise ValueError("det_sign needs a square problem")
+        if np.any(np.sign(np.linalg.det(W0)) != det_sign):
+            raise ValueError(f"explicit init has runs whose det sign is not {det_sign}")
+    return W0
+
+
+def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=1e4, tol=1e-8,
+                  seed=0, first_run=0, temperature=0.0, checkpoints="log", n_threads=None,
+                  progress="auto", rtol=1e-8, atol=1e-12, dt=1e-3, det_sign=None,
+                  max_steps=10**7) -> SimulationResult:
+    """Run ``runs`` trajectories of the end-to-end flow of a depth-``depth`` linear network.
+
+    Deterministic (``temperature == 0``): the balanced gradient flow of the product in CMV's
+    normalized clock tau (Cohen, Menon & Veraszto 2023, eq. for Abar; REFERENCE.md section 2),
+
+        dW/dtau = -Abar_{N,W}(G),  G = P_Omega(W - b),  tau = N t,
+
+    t = lr * steps being the clock of GD on the factors.  Abar is applied through the SVD of W
+    with the metric eigenvalues lam_il in their stable log/expm1 form, for any integer N >= 1
+    and for N = inf (logarithmic mean), so rank-deficient W and coincident singular values are
+    handled exactly.  Integrator: Dormand-Prince 5(4) with scipy's ``RK45`` error control
+    (RMS norm of the local error over ``atol + rtol * |W|``, safety 0.9, step factors in
+    [0.2, 10]), one adaptive step size per trajectory.
+
+    Langevin (``temperature = T > 0``): the Riemannian Langevin equation of REFERENCE.md
+    section 4, dW = [-Abar(G) + T rho^{-1} div(rho Abar)] dtau + sqrt(2 T) Abar^{1/2} dB,
+    whose invariant density is exp(-l/T) dvol_{g^N}; Euler-Maruyama with fixed step ``dt``,
+    the divergence term in closed form (:func:`dlnmc.kernels.flow.langevin_correction`).
+    Noise: run r's k-th normal at step n is ``normal(noise_keys(seed, [r]), n d d' + k)``.
+
+    Parameters
+    ----------
+    problem : CompletionProblem
+    depth : int or numpy.inf
+        Depth N >= 1 of the network.
+    runs : int
+        Number of trajectories; their run ids are ``first_run, ..., first_run + runs - 1``.
+    init : {"balanced", "gaussian"} or ndarray
+        Law of W(0): the product of :func:`dlnmc.init.init_factors` at this depth (the same
+        seed and run id give bitwise the same W(0) as :func:`dlnmc.simulate`; for N = inf the
+        law is drawn at depth 1, i.e. W(0) has i.i.d. N(0, init_scale^2) entries for both
+        laws), or explicit matrices of shape ``(runs, rows, cols)``.
+    init_scale : float
+        Standard deviation of W(0)'s entries (random laws).
+    t_max : float
+        Final time in the normalized clock tau (default 1e4).
+    tol : float
+        A trajectory stops as ``converged`` once its loss is <= tol after a step; ``tol=0``
+        runs every trajectory to ``t_max``.
+    seed, first_run : int
+        Study seed and first run id.  Run r's result depends only on (parameters, seed, run id):
+        bitwise the same for any ``n_threads`` and any split of the runs over calls.
+    temperature : float
+        T = 1/beta >= 0.  T > 0 needs W(0) of full rank, and rectangular problems need a
+        finite depth (for N = inf the metric degenerates off square matrices).
+    checkpoints : "log", int, sequence of float or None
+        Times tau at which loss and W are recorded in ``history``
+        (:func:`checkpoint_times`).  Deterministic flow: by dense output (Shampine's quartic
+        interpolant, same order as the local error), at exactly these times.  Langevin: the
+        state after the first step at or after each time, with that step's time.
+    n_threads : int, optional
+        Threads running slices of the batch (default: ``numba.get_num_threads()``).
+    progress : bool or "auto"
+        Progress bar over batches of runs ("auto": when stderr is a terminal).
+    rtol, atol : float
+        Error tolerances of the deterministic integrator (default 1e-8 and 1e-12).
+    dt : float
+        Euler-Maruyama step in tau (Langevin only; default 1e-3); the last step is shortened
+        to end at ``t_max``.
+    det_sign : {None, 1, -1}
+        Square problems: keep only W(0) with ``sign(det W(0)) == det_sign`` (random laws are
+        redrawn per run as in :func:`dlnmc.init.init_factors`; explicit inits are checked).
+    max_steps : int
+        Budget of accepted steps per deterministic trajectory (status ``max_steps`` when
+        spent); the Langevin scheme always takes ceil(t_max / dt) steps.
+
+    Returns
+    -------
+    SimulationResult
+        ``final``: the columns of :func:`dlnmc.simulate` (``run``, ``seed``, ``depth``,
+        ``lr``, ``init``, ``init_scale``, ``temperature``, ``steps``, ``loss``, ``status``,
+        ``w_<i>_<j>``, ``sv_<k>``, ``erank``, square: ``det_init``, ``det``) plus ``time_tau``,
+        the time reached.  Differences: ``depth`` is float64 (so that N = inf is ``inf``;
+        concatenation with engine tables gives float64), ``lr`` is NaN, ``steps`` counts
+        accepted integrator steps.  Status: ``converged`` (loss <= tol), ``max_steps`` (tau
+        reached t_max, or the step budget was spent), ``diverged`` (W not finite, loss above
+        1e12 * max(1, initial loss), or the step size underflowed).  ``history``: ``run``,
+        ``step``, ``time_tau``, ``loss``, ``w_<i>_<j>`` at the checkpoints reached plus the
+        final state.  ``factors``: None.
+    """
+    if not isinstance(problem, CompletionProblem):
+        raise ValueError(f"problem must be a CompletionProblem, got {type(problem).__name__}")
+    depth = _check_depth(depth)
+    runs = _check_number("runs", runs, 1, integer=True)
+    t_max = _check_number("t_max", t_max, 0.0, strict=True)
+    tol = _check_number("tol", tol, 0.0)
+    seed = _check_number("seed", seed, 0, integer=True)
+    first_run = _check_number("first_run", first_run, 0, integer=True)
+    temperature = _check_number("temperature", temperature, 0.0)
+    rtol = _check_number("rtol", rtol, 1e-14)
+    atol = _check_number("atol", atol, 0.0)
+    dt = _check_number("dt", dt, 0.0, strict=True)
+    max_steps = _check_number("max_steps", max_steps, 1, integer=True)
+    limit = numba.config.NUMBA_NUM_THREADS
+    if n_threads is None:
+        n_threads = numba.get_num_threads()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, Integral) \
+            or not 1 <= n_threads <= limit:
+        raise ValueError(f"n_threads must be an integer in [1, {limit}], got {n_threads!r}")
+    if rtol >= 1.0:
+        raise ValueError(f"rtol must be below 1, got {rtol}")
+    ckpt = checkpoint_times(checkpoints, t_max)
+    W = _initial_matrices(problem, depth, runs, init, init_scale, seed, first_run, det_sign)
+    W0 = W.copy()
+    if temperature > 0:
+        if not problem.is_square and math.isinf(depth):
+            raise ValueError("temperature > 0 with depth = inf needs a square problem "
+                             "(the N = inf metric is degenerate on rectangular matrices)")
+        if np.any(np.linalg.svd(W, compute_uv=False)[:, -1] == 0.0):
+            raise ValueError("temperature > 0 needs W(0) of full rank (the volume density "
+                             "is infinite on rank-deficient matrices)")
+
+    run_ids = np.arange(first_run, first_run + runs, dtype=np.int64)
+    i, j = problem.indices
+    inv_depth = 0.0 if math.isinf(depth) else 1.0 / depth
+    C, size = len(ckpt), problem.rows * problem.cols
+    hist_time = np.full((runs, C), np.nan)
+    hist_step = np.full((runs, C), -1, dtype=np.int64)
+    hist_loss = np.full((runs, C), np.nan)
+    hist_w = np.full((runs, C, size), np.nan)
+    time_tau = np.empty(runs)
+    steps = np.empty(runs, dtype=np.int64)
+    loss = np.empty(runs)
+    status = np.empty(runs, dtype=np.int8)
+    stop = tol if tol > 0 else -np.inf
+
+    per_run = (hist_time, hist_step, hist_loss, hist_w, time_tau, steps, loss, status)
+    if temperature > 0:
+        kernel, settings = kernels.langevin_batch, (inv_depth, temperature, dt, t_max, stop)
+        per_run = (noise_keys(seed, run_ids), *per_run)
+    else:
+        kernel, settings = kernels.flow_batch, (inv_depth, t_max, stop, rtol, atol, max_steps)
+
+    def work(s):
+        kernel(W[s], i, j, problem.values, *settings, ckpt, *(a[s] for a in per_run))
+        return s.stop - s.start
+
+    # The kernels are serial and release the GIL; threads take disjoint slices of runs
+    # (a prange kernel would cost several times more cold compile time).
+    chunk = max(1, min(_CHUNK, -(-runs // (4 * n_threads))))
+    slices = [slice(lo, min(lo + chunk, runs)) for lo in range(0, runs, chunk)]
+    show = sys.stderr.isatty() if progress == "auto" else bool(progress)
+    with ThreadPoolExecutor(n_threads) as pool, tqdm(total=runs, disable=not show, unit="traj",
+                                                     desc="flow") as bar:
+        for done in pool.map(work, slices):
+            bar.update(done)
+
+    params = dict(problem=problem.describe(), depth=depth if math.isfinite(depth) else "inf",
+                  runs=runs, lr=math.nan, init=init if isinstance(init, str) else "explicit",
+                  init_scale=float(init_scale), t_max=t_max, tol=tol, seed=seed,
+                  first_run=first_run, temperature=temperature, det_sign=det_sign,
+                  checkpoints=ckpt.tolist(), rtol=rtol, atol=atol, dt=dt, max_steps=max_steps,
+                  clock="normalized (tau = N t)",
+                  integrator="euler-maruyama" if temperature > 0 else "dormand-prince-5(4)")
+    # _final_table writes an int64 depth column; the flow's is float64 (N = inf).
+    final = _final_table(problem, W, W0, run_ids, steps, loss, status, {**params, "depth": 0})
+    final["depth"] = np.full(runs, depth)
+    final.insert(final.columns.get_loc("steps") + 1, "time_tau", time_tau)
+    history = _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w,
+                             time_tau, steps, loss, W)
+    provenance = {"kind": "flow", "params": params, "versions": versions()}
+    final.attrs = {"dlnmc": provenance}
+    history.attrs = {"dlnmc": provenance}
+    return SimulationResult(final, history, None)
+
+
+def _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w, time_tau, steps,
+                   loss, W) -> pd.DataFrame:
+    """Checkpoints reached by each run plus its final state (unless a checkpoint already holds
+    it), sorted by (run, time)."""
+    runs, C = hist_time.shape
+    reached = hist_step >= 0
+    extra = ~np.any(reached & (hist_time == time_tau[:, None]) & (hist_step == steps[:, None]),
+                    axis=1)
+    run_col = np.concatenate([np.broadcast_to(run_ids[:, None], (runs, C))[reached], run_ids[extra]])
+    step_col = np.concatenate([hist_step[reached], steps[extra]])
+    time_col = np.concatenate([hist_time[reached], time_tau[extra]])
+    loss_col = np.concatenate([hist_loss[reached], loss[extra]])
+    w_col = np.concatenate([hist_w[reached], W.reshape(runs, -1)[extra]])
+    order = np.lexsort((step_col, time_col, run_col))
+    cols = {"run": run_col[order], "step": step_col[order], "time_tau": time_col[order],
+            "loss": loss_col[order]}
+    cols.update(zip(entry_columns(problem.shape), w_col[order].T))
+    return pd.DataFrame(cols)
