@@ -243,9 +243,7 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
                   checkpoints=ckpt.tolist(), rtol=rtol, atol=atol, dt=dt, max_steps=max_steps,
                   clock="normalized (tau = N t)",
                   integrator="euler-maruyama" if temperature > 0 else "dormand-prince-5(4)")
-    # _final_table writes an int64 depth column; the flow's is float64 (N = inf).
-    final = _final_table(problem, W, W0, run_ids, steps, loss, status, {**params, "depth": 0})
-    final["depth"] = np.full(runs, depth)
+    final = _final_table(problem, W, W0, run_ids, steps, loss, status, {**params, "depth": depth})
     final.insert(final.columns.get_loc("steps") + 1, "time_tau", time_tau)
     history = _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w,
                              time_tau, steps, loss, W)

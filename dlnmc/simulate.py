@@ -16,7 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dlnmc.init import init_factors, layer_dims, noise_keys, product
-from dlnmc.kernels import gd
+from dlnmc.kernels import block, gd
 from dlnmc.problems import CompletionProblem
 from dlnmc.results import STATUSES, SimulationResult, entry_columns, spectral_columns, versions
 
@@ -169,13 +169,21 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
             math.sqrt(2.0 * lr * temperature), max_steps, tol if tol > 0 else -np.inf, ckpt)
 
     show = sys.stderr.isatty() if progress == "auto" else bool(progress)
-    with thread_count(n_threads), tqdm(total=runs, disable=not show or runs <= _BATCH,
-                                       unit="traj", desc="simulate") as bar:
+    fast = _block_kernel(dims)
+    # Threads take a few parallel iterations at a time as they free up (trajectory lengths
+    # vary, other jobs may hold a core); results do not depend on the schedule.
+    with thread_count(n_threads), numba.parallel_chunksize(4), \
+            tqdm(total=runs, disable=not show or runs <= _BATCH, unit="traj",
+                 desc="simulate") as bar:
         for lo in range(0, runs, _BATCH):
             s = slice(lo, min(lo + _BATCH, runs))
-            gd.gd_batch(theta[s], args[0], args[1], args[2], args[3], args[4], args[5],
-                        keys[s], args[6], args[7], args[8], hist_loss[s], hist_w[s], w_end[s],
-                        steps[s], loss[s], status[s])
+            if fast is None:
+                gd.gd_batch(theta[s], args[0], args[1], args[2], args[3], args[4], args[5],
+                            keys[s], args[6], args[7], args[8], hist_loss[s], hist_w[s],
+                            w_end[s], steps[s], loss[s], status[s])
+            else:
+                fast(theta[s], args[2], args[3], args[4], args[5], keys[s], args[6], args[7],
+                     args[8], hist_loss[s], hist_w[s], w_end[s], steps[s], loss[s], status[s])
             bar.update(s.stop - s.start)
 
     final_factors = [theta[:, o:o + n].reshape(runs, dims[p + 1], dims[p])
@@ -194,6 +202,16 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
     return SimulationResult(final, history, final_factors)
 
 
+def _block_kernel(dims):
+    """The fast kernel for d x d problems whose hidden widths all equal d (d in
+    ``block.SIZES``), else None.  Depends on the layer dimensions only, so a run's result
+    never depends on how many runs share the call."""
+    d = dims[0]
+    if d in block.SIZES and all(n == d for n in dims):
+        return block.block_kernel(d)
+    return None
+
+
 def _status_column(codes) -> pd.Categorical:
     return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8), categories=list(STATUSES))
 
@@ -203,7 +221,7 @@ def _final_table(problem, W, W0, run_ids, steps, loss, status, params) -> pd.Dat
     cols = {
         "run": run_ids,
         "seed": np.full(n, params["seed"], dtype=np.int64),
-        "depth": np.full(n, params["depth"], dtype=np.int64),
+        "depth": np.full(n, params["depth"]),  # int64; float64 for the flow's N = inf
         "lr": np.full(n, params["lr"]),
         "init": pd.Categorical([params["init"]] * n),
         "init_scale": np.full(n, params["init_scale"]),

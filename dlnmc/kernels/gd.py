@@ -6,6 +6,10 @@ after another (factor p, 1-based, starts at ``off[p - 1]`` and has shape
 ``(dims[p], dims[p - 1])``).  Observed entries come as flat indices ``obs`` into the
 ``rows x cols`` product and values ``vals``.
 
+Products accumulate output rows with the inner index innermost (contiguous loads); each entry
+still sums its terms in index order, so the block kernel (dlnmc/kernels/block.py) gives
+bitwise the same numbers.
+
 One step (REFERENCE.md section 1): forward prefix products P_p = W_p ... W_1, residual
 E = P_Omega(W - b), loss l = |E|^2 / 2, then backpropagation A_N = E,
 dl/dW_p = A_p P_{p-1}^T, A_{p-1} = W_p^T A_p, every factor updated from the old factors.
@@ -34,11 +38,13 @@ def forward_loss(theta, dims, off, obs, vals, prefix, resid):
         a, b, w = dims[p], dims[p - 1], off[p - 1]
         dst = src + b * n0
         for i in range(a):
+            row = dst + i * n0
             for j in range(n0):
-                acc = 0.0
-                for k in range(b):
-                    acc += theta[w + i * b + k] * prefix[src + k * n0 + j]
-                prefix[dst + i * n0 + j] = acc
+                prefix[row + j] = 0.0
+            for k in range(b):
+                x = theta[w + i * b + k]
+                for j in range(n0):
+                    prefix[row + j] += x * prefix[src + k * n0 + j]
         src = dst
     size = dims[depth] * n0
     total = 0.0
@@ -77,11 +83,13 @@ def backward_step(theta, dims, off, prefix, resid, adj, lr, noise_std, key, step
         nxt = half - cur
         if p > 1:
             for k in range(b):
+                row = nxt + k * n0
                 for j in range(n0):
-                    acc = 0.0
-                    for i in range(a):
-                        acc += theta[w + i * b + k] * adj[cur + i * n0 + j]
-                    adj[nxt + k * n0 + j] = acc
+                    adj[row + j] = 0.0
+                for i in range(a):
+                    x = theta[w + i * b + k]
+                    for j in range(n0):
+                        adj[row + j] += x * adj[cur + i * n0 + j]
         for i in range(a):
             for k in range(b):
                 if p > 1:
