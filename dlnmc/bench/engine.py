@@ -26,9 +26,10 @@ from dlnmc.simulate import _block_kernel, simulate
 __all__ = ["run", "numpy_gd"]
 
 _LR = 1e-3
-_CASES = [(d, depth, d) for d in (2, 3) for depth in (2, 5, 10, 20)] + [(8, 5, 8), (8, 5, 9)]
+_CASES = ([(d, depth, d) for d in (2, 3) for depth in (2, 5, 10, 20)]
+          + [(8, 5, 8), (8, 5, 9), (12, 4, 12)])
 """(d, depth, hidden width): the studies' sizes, d = 8 on the block kernel, and d = 8 with
-width 9, which only the generic kernel runs."""
+width 9 and d = 12 (above the block kernel's sizes), which only the generic kernel runs."""
 
 
 def _problem(d):

@@ -6,14 +6,19 @@ after another (factor p, 1-based, starts at ``off[p - 1]`` and has shape
 ``(dims[p], dims[p - 1])``).  Observed entries come as flat indices ``obs`` into the
 ``rows x cols`` product and values ``vals``.
 
-Products accumulate output rows with the inner index innermost (contiguous loads); each entry
-still sums its terms in index order, so the block kernel (dlnmc/kernels/block.py) gives
-bitwise the same numbers.
+Every product is written as rows of sums of scaled source rows (:func:`product_rows`): the
+prefix products and adjoints directly, the gradients against a transposed copy of the prefix.
+Tiles of two rows by 8 output entries are summed in registers, each entry over its
+terms in ascending index order from 0.0, and nothing is contracted into FMAs, so the block
+kernel (dlnmc/kernels/block.py) gives bitwise the same numbers.  Index arithmetic is unsigned
+(Numba then adds no wrap-around fix-ups of negative indices) and the kernel is compiled with
+LLVM's SLP vectorizer on, which turns each tile's rows into SIMD registers.
 
 One step (REFERENCE.md section 1): forward prefix products P_p = W_p ... W_1, residual
 E = P_Omega(W - b), loss l = |E|^2 / 2, then backpropagation A_N = E,
 dl/dW_p = A_p P_{p-1}^T, A_{p-1} = W_p^T A_p, every factor updated from the old factors.
 """
+import numba
 import numpy as np
 from numba import prange
 
@@ -24,36 +29,103 @@ CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2
 DIVERGENCE_FACTOR = 1e12
 """A trajectory whose loss exceeds this factor times max(1, initial loss) has diverged."""
 
+_U = np.uint64
+_1, _2, _3, _4, _5, _6, _7, _8 = (_U(k) for k in range(1, 9))
+
+
+@jit
+def _tile(out, o, p, coef, c, d, col_step, src, s, inner, cols):
+    """``out[o + j] = sum_k coef[c + k col_step] src[s + k cols + j]`` for j < 8, and the
+    same for ``out[p + j]`` with coefficients from ``d``: each sum from 0.0 in ascending k,
+    all sixteen in registers (four SIMD vectors, two rows sharing the loads of ``src``)."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = 0.0
+    for _ in range(inner):
+        x = coef[c]
+        y = coef[d]
+        s0, s1, s2, s3 = src[s], src[s + _1], src[s + _2], src[s + _3]
+        s4, s5, s6, s7 = src[s + _4], src[s + _5], src[s + _6], src[s + _7]
+        a0 += x * s0
+        a1 += x * s1
+        a2 += x * s2
+        a3 += x * s3
+        a4 += x * s4
+        a5 += x * s5
+        a6 += x * s6
+        a7 += x * s7
+        b0 += y * s0
+        b1 += y * s1
+        b2 += y * s2
+        b3 += y * s3
+        b4 += y * s4
+        b5 += y * s5
+        b6 += y * s6
+        b7 += y * s7
+        c += col_step
+        d += col_step
+        s += cols
+    out[o], out[o + _1], out[o + _2], out[o + _3] = a0, a1, a2, a3
+    out[o + _4], out[o + _5], out[o + _6], out[o + _7] = a4, a5, a6, a7
+    out[p], out[p + _1], out[p + _2], out[p + _3] = b0, b1, b2, b3
+    out[p + _4], out[p + _5], out[p + _6], out[p + _7] = b4, b5, b6, b7
+
+
+@jit
+def product_rows(out, o, coef, c, row_step, col_step, src, s, rows, inner, cols):
+    """``out[o + r cols + j] = sum_k coef[c + r row_step + k col_step] src[s + k cols + j]``
+    for r < ``rows``, j < ``cols``, k < ``inner``; every sum starts from 0.0 and adds its terms
+    in ascending k.  All offsets and sizes are uint64; ``out`` must not overlap the inputs.
+
+    Register tiles of two rows by 8 columns (:func:`_tile`; rows of fewer than 8 columns go
+    one column at a time); a tile that would run past the last column is moved back to end
+    there, and an odd last row pairs with itself, recomputing a few entries to the same
+    values.
+    """
+    for r in range(_U(0), rows, _2):
+        q = min(r + _1, rows - _1)
+        cr, cq = c + r * row_step, c + q * row_step
+        orow, oq = o + r * cols, o + q * cols
+        if cols < _8:
+            for j in range(cols):
+                a0 = b0 = 0.0
+                ck, dk = cr, cq
+                sk = s + j
+                for _ in range(inner):
+                    a0 += coef[ck] * src[sk]
+                    b0 += coef[dk] * src[sk]
+                    ck += col_step
+                    dk += col_step
+                    sk += cols
+                out[orow + j] = a0
+                out[oq + j] = b0
+            continue
+        for j in range(_U(0), cols, _8):
+            j = min(j, cols - _8)
+            _tile(out, orow + j, oq + j, coef, cr, cq, col_step, src, s + j, inner, cols)
+
 
 @jit
 def forward_loss(theta, dims, off, obs, vals, prefix, resid):
     """Fill ``prefix`` with P_1, ..., P_N and ``resid`` with P_Omega(W - b); return
     ``(loss, finite)`` where ``finite`` says every entry of W is finite."""
     depth = dims.shape[0] - 1
-    n0 = dims[0]
-    for k in range(dims[1] * n0):
+    n0 = _U(dims[0])
+    for k in range(_U(dims[1]) * n0):
         prefix[k] = theta[k]
-    src = 0
+    src = _U(0)
     for p in range(2, depth + 1):
-        a, b, w = dims[p], dims[p - 1], off[p - 1]
+        a, b = _U(dims[p]), _U(dims[p - 1])
         dst = src + b * n0
-        for i in range(a):
-            row = dst + i * n0
-            for j in range(n0):
-                prefix[row + j] = 0.0
-            for k in range(b):
-                x = theta[w + i * b + k]
-                for j in range(n0):
-                    prefix[row + j] += x * prefix[src + k * n0 + j]
+        product_rows(prefix, dst, theta, _U(off[p - 1]), b, _1, prefix, src, a, b, n0)
         src = dst
-    size = dims[depth] * n0
+    size = _U(dims[depth]) * n0
     total = 0.0
     for k in range(size):
         resid[k] = 0.0
         total += abs(prefix[src + k])
     loss = 0.0
     for m in range(obs.shape[0]):
-        e = prefix[src + obs[m]] - vals[m]
+        e = prefix[src + _U(obs[m])] - vals[m]
         resid[obs[m]] = e
         loss += e * e
     loss *= 0.5
@@ -61,50 +133,43 @@ def forward_loss(theta, dims, off, obs, vals, prefix, resid):
 
 
 @jit
-def backward_step(theta, dims, off, prefix, resid, adj, lr, noise_std, key, step):
+def backward_step(theta, dims, off, prefix, resid, adj, pt, grad, lr, noise_std, key, step):
     """Backpropagate ``resid`` and take one (noisy) GD step on every factor in place.
 
-    ``adj`` is scratch of size 2 * max(dims) * dims[0].  The noise added to parameter k at
-    step s is ``noise_std * normal(key, s * P + k)`` with P the number of parameters.
+    Scratch: ``adj`` of size 2 * max(dims) * dims[0], ``pt`` (transposed prefix) of size
+    max(dims) * dims[0], ``grad`` of size max_p dims[p] * dims[p - 1].  The noise added to
+    parameter k at step s is ``noise_std * normal(key, s * P + k)`` with P the number of
+    parameters.
     """
     depth = dims.shape[0] - 1
-    n0 = dims[0]
-    half = adj.shape[0] // 2
-    cur = 0
-    for k in range(dims[depth] * n0):
+    n0 = _U(dims[0])
+    half = _U(adj.shape[0] // 2)
+    cur = _U(0)
+    for k in range(_U(dims[depth]) * n0):
         adj[k] = resid[k]
     # prefix of layer p - 1 (1-based) starts at pstart; walk it backwards
-    pstart = 0
+    pstart = _U(0)
     for p in range(1, depth - 1):
-        pstart += dims[p] * n0
-    nparam = np.uint64(theta.shape[0])
-    for p in range(depth, 0, -1):
-        a, b, w = dims[p], dims[p - 1], off[p - 1]
+        pstart += _U(dims[p]) * n0
+    for p in range(depth, 1, -1):
+        a, b, w = _U(dims[p]), _U(dims[p - 1]), _U(off[p - 1])
         nxt = half - cur
-        if p > 1:
-            for k in range(b):
-                row = nxt + k * n0
-                for j in range(n0):
-                    adj[row + j] = 0.0
-                for i in range(a):
-                    x = theta[w + i * b + k]
-                    for j in range(n0):
-                        adj[row + j] += x * adj[cur + i * n0 + j]
-        for i in range(a):
-            for k in range(b):
-                if p > 1:
-                    g = 0.0
-                    for j in range(n0):
-                        g += adj[cur + i * n0 + j] * prefix[pstart + k * n0 + j]
-                else:
-                    g = adj[cur + i * n0 + k]
-                idx = w + i * b + k
-                theta[idx] -= lr * g
-                if noise_std > 0.0:
-                    theta[idx] += noise_std * normal(key, np.uint64(step) * nparam + np.uint64(idx))
+        for k in range(b):
+            for j in range(n0):
+                pt[j * b + k] = prefix[pstart + k * n0 + j]
+        product_rows(adj, nxt, theta, w, _1, b, adj, cur, b, a, n0)  # A_{p-1} = W_p^T A_p
+        product_rows(grad, _U(0), adj, cur, n0, _1, pt, _U(0), a, n0, b)  # A_p P_{p-1}^T
+        for e in range(a * b):
+            theta[w + e] -= lr * grad[e]
         if p > 2:
-            pstart -= dims[p - 2] * n0
+            pstart -= _U(dims[p - 2]) * n0
         cur = nxt
+    for e in range(_U(dims[1]) * n0):  # dl/dW_1 = A_1
+        theta[e] -= lr * adj[cur + e]
+    if noise_std > 0.0:
+        base = _U(step) * _U(theta.shape[0])
+        for k in range(_U(theta.shape[0])):
+            theta[k] += noise_std * normal(key, base + k)
 
 
 @jit
@@ -117,15 +182,19 @@ def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, t
     """
     depth = dims.shape[0] - 1
     n0 = dims[0]
-    width = 0
+    width = n0
     plen = 0
+    factor = 0
     for p in range(1, depth + 1):
         width = max(width, dims[p])
         plen += dims[p] * n0
+        factor = max(factor, dims[p] * dims[p - 1])
     prefix = np.empty(plen)
     size = dims[depth] * n0
     resid = np.empty(size)
-    adj = np.empty(2 * max(width, n0) * n0)
+    adj = np.empty(2 * width * n0)
+    pt = np.empty(width * n0)
+    grad = np.empty(factor)
     wstart = plen - size
     c = 0
     step = 0
@@ -148,7 +217,8 @@ def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, t
         if step >= max_steps:
             status = MAX_STEPS
             break
-        backward_step(theta, dims, off, prefix, resid, adj, lr, noise_std, key, step)
+        backward_step(theta, dims, off, prefix, resid, adj, pt, grad, lr, noise_std, key,
+                      step)
         step += 1
     for k in range(size):
         w_out[k] = prefix[wstart + k]
@@ -156,12 +226,40 @@ def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, t
 
 
 @pjit
-def gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
-             hist_loss, hist_w, w_out, steps, loss, status):
-    """Run every trajectory of ``theta`` (runs x parameters) in parallel; one output slot each."""
+def _gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
+              hist_loss, hist_w, w_out, steps, loss, status):
     for r in prange(theta.shape[0]):
         s, l, st = run_trajectory(theta[r], dims, off, obs, vals, lr, noise_std, keys[r],
                                   max_steps, tol, ckpt, hist_loss[r], hist_w[r], w_out[r])
         steps[r] = s
         loss[r] = l
         status[r] = st
+
+
+_SIGNATURE = ("void(f8[:, ::1], i8[::1], i8[::1], i8[::1], f8[::1], f8, f8, u8[::1], i8, f8,"
+              " i8[::1], f8[:, ::1], f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
+
+
+def compile_vectorized(kernel, signature):
+    """Compile (or load from cache) ``kernel`` for ``signature`` with LLVM's SLP vectorizer
+    switched on (numba ships with it off), then close it to further signatures."""
+    before = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        kernel.compile(signature)
+    finally:
+        numba.config.SLP_VECTORIZE = before
+    kernel.disable_compile()
+    return kernel
+
+
+def gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
+             hist_loss, hist_w, w_out, steps, loss, status):
+    """Run every trajectory of ``theta`` (runs x parameters) in parallel; one output slot each.
+
+    Compiles on first use (:func:`compile_vectorized`); arguments as ``_SIGNATURE`` types them.
+    """
+    if not _gd_batch.signatures:
+        compile_vectorized(_gd_batch, _SIGNATURE)
+    _gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
+              hist_loss, hist_w, w_out, steps, loss, status)
