@@ -13,3 +13,16 @@ jit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True)
 
 pjit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True, parallel=True)
 """Kernel decorator for loops over trajectories (``numba.prange``)."""
+
+
+def compile_vectorized(kernel, signature):
+    """Compile (or load from cache) ``kernel`` for ``signature`` with LLVM's SLP vectorizer
+    switched on (numba ships with it off), then close it to further signatures."""
+    before = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        kernel.compile(signature)
+    finally:
+        numba.config.SLP_VECTORIZE = before
+    kernel.disable_compile()
+    return kernel

@@ -22,12 +22,11 @@ numbers (up to the sign of exact zeros).  Lanes never
 mix: a trajectory's result is bitwise the same in any lane, block and batch (the last block is
 padded with copies of its first lane).
 """
-import numba
 import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from dlnmc._jit import pjit
+from dlnmc._jit import compile_vectorized, pjit
 from dlnmc.kernels.gd import CONVERGED, DIVERGED, DIVERGENCE_FACTOR, MAX_STEPS
 from dlnmc.kernels.rng import normal
 
@@ -231,13 +230,5 @@ def block_kernel(d):
     ``gd``'s order.
     """
     if d not in _KERNELS:
-        kernel = _make_kernel(d, _lanes(d))
-        before = numba.config.SLP_VECTORIZE
-        numba.config.SLP_VECTORIZE = 1
-        try:
-            kernel.compile(_SIGNATURE)
-        finally:
-            numba.config.SLP_VECTORIZE = before
-        kernel.disable_compile()
-        _KERNELS[d] = kernel
+        _KERNELS[d] = compile_vectorized(_make_kernel(d, _lanes(d)), _SIGNATURE)
     return _KERNELS[d]

@@ -18,11 +18,10 @@ One step (REFERENCE.md section 1): forward prefix products P_p = W_p ... W_1, re
 E = P_Omega(W - b), loss l = |E|^2 / 2, then backpropagation A_N = E,
 dl/dW_p = A_p P_{p-1}^T, A_{p-1} = W_p^T A_p, every factor updated from the old factors.
 """
-import numba
 import numpy as np
 from numba import prange
 
-from dlnmc._jit import jit, pjit
+from dlnmc._jit import compile_vectorized, jit, pjit
 from dlnmc.kernels.rng import normal
 
 CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2
@@ -238,19 +237,6 @@ def _gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, 
 
 _SIGNATURE = ("void(f8[:, ::1], i8[::1], i8[::1], i8[::1], f8[::1], f8, f8, u8[::1], i8, f8,"
               " i8[::1], f8[:, ::1], f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
-
-
-def compile_vectorized(kernel, signature):
-    """Compile (or load from cache) ``kernel`` for ``signature`` with LLVM's SLP vectorizer
-    switched on (numba ships with it off), then close it to further signatures."""
-    before = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        kernel.compile(signature)
-    finally:
-        numba.config.SLP_VECTORIZE = before
-    kernel.disable_compile()
-    return kernel
 
 
 def gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
