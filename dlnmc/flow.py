@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 
 from dlnmc.init import init_factors, noise_keys, product
 from dlnmc.kernels import flow as kernels
-from dlnmc.problems import CompletionProblem
 from dlnmc.results import SimulationResult, entry_columns, versions
-from dlnmc.simulate import _check_number, _final_table
+from dlnmc.simulate import _check_batch, _check_number, _final_table
 
 __all__ = ["simulate_flow", "checkpoint_times"]
 
@@ -169,15 +168,10 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
         ``step``, ``time_tau``, ``loss``, ``w_<i>_<j>`` at the checkpoints reached plus the
         final state.  ``factors``: None.
     """
-    if not isinstance(problem, CompletionProblem):
-        raise ValueError(f"problem must be a CompletionProblem, got {type(problem).__name__}")
+    runs, tol, seed, first_run, temperature = _check_batch(problem, runs, tol, seed, first_run,
+                                                           temperature)
     depth = _check_depth(depth)
-    runs = _check_number("runs", runs, 1, integer=True)
     t_max = _check_number("t_max", t_max, 0.0, strict=True)
-    tol = _check_number("tol", tol, 0.0)
-    seed = _check_number("seed", seed, 0, integer=True)
-    first_run = _check_number("first_run", first_run, 0, integer=True)
-    temperature = _check_number("temperature", temperature, 0.0)
     rtol = _check_number("rtol", rtol, 1e-14)
     atol = _check_number("atol", atol, 0.0)
     dt = _check_number("dt", dt, 0.0, strict=True)

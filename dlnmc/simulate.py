@@ -80,6 +80,16 @@ def _check_number(name, value, low, *, integer=False, strict=False):
     return int(value) if integer else float(value)
 
 
+def _check_batch(problem, runs, tol, seed, first_run, temperature):
+    """Validate the arguments every engine shares; return them coerced."""
+    if not isinstance(problem, CompletionProblem):
+        raise ValueError(f"problem must be a CompletionProblem, got {type(problem).__name__}")
+    return (_check_number("runs", runs, 1, integer=True), _check_number("tol", tol, 0.0),
+            _check_number("seed", seed, 0, integer=True),
+            _check_number("first_run", first_run, 0, integer=True),
+            _check_number("temperature", temperature, 0.0))
+
+
 def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=None,
              max_steps=10**5, tol=1e-8, seed=0, first_run=0, temperature=0.0,
              checkpoints="log", n_threads=None, progress="auto", det_sign=None) -> SimulationResult:
@@ -135,16 +145,11 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
     A trajectory is ``diverged`` when its end-to-end matrix stops being finite or its loss
     exceeds ``1e12 * max(1, initial loss)``; it stops there and does not affect the others.
     """
-    if not isinstance(problem, CompletionProblem):
-        raise ValueError(f"problem must be a CompletionProblem, got {type(problem).__name__}")
+    runs, tol, seed, first_run, temperature = _check_batch(problem, runs, tol, seed, first_run,
+                                                           temperature)
     depth = _check_number("depth", depth, 1, integer=True)
-    runs = _check_number("runs", runs, 1, integer=True)
     lr = _check_number("lr", lr, 0.0, strict=True)
     max_steps = _check_number("max_steps", max_steps, 0, integer=True)
-    tol = _check_number("tol", tol, 0.0)
-    seed = _check_number("seed", seed, 0, integer=True)
-    first_run = _check_number("first_run", first_run, 0, integer=True)
-    temperature = _check_number("temperature", temperature, 0.0)
     ckpt = checkpoint_steps(checkpoints, max_steps)
     dims = layer_dims(problem.shape, depth, widths)
     factors = init_factors(problem.shape, depth, runs, init, init_scale, widths, seed,
