@@ -277,9 +277,16 @@ def hyperbola_coordinates(final, problem=None) -> pd.DataFrame:
 
 
 def endpoint_matrices(final, shape) -> np.ndarray:
-    """The endpoints W, shape (rows of final, *shape), from the ``w_<i>_<j>`` columns."""
+    """The endpoints W, shape (rows of final, *shape), from the ``w_<i>_<j>`` columns.
+
+    A study's table may hold problems of several shapes (the entry columns are their union);
+    the given rows must fill exactly the columns of ``shape`` and leave every other one empty.
+    """
     cols = entry_columns(shape)
     present = [c for c in final.columns if c.startswith("w_")]
-    if sorted(present) != sorted(cols):
-        raise ValueError(f"final's entry columns {present[:4]}... do not match shape {tuple(shape)}")
+    missing = sorted(set(cols) - set(present))
+    foreign = sorted(set(present) - set(cols))
+    if missing or final[foreign].notna().to_numpy().any():
+        raise ValueError(f"final's entry columns {(missing or foreign)[:4]}... do not match "
+                         f"shape {tuple(shape)}")
     return final[cols].to_numpy(dtype=np.float64).reshape((len(final),) + tuple(shape))

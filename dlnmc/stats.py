@@ -183,10 +183,11 @@ def _solve_nuclear(key, solver):
 
 # ----------------------------------------------------------------------------- descriptors
 
-def usable_rows(final) -> np.ndarray:
-    """Boolean mask of the rows that enter statistics: not diverged, all entries finite."""
-    entries = [c for c in final.columns if c.startswith("w_")]
-    ok = np.all(np.isfinite(final[entries].to_numpy(dtype=np.float64)), axis=1)
+def usable_rows(final, shape) -> np.ndarray:
+    """Boolean mask of the rows that enter statistics: not diverged, all entries of the
+    ``shape`` endpoint finite."""
+    W = endpoint_matrices(final, shape).reshape(len(final), -1)
+    ok = np.all(np.isfinite(W), axis=1)
     if "status" in final.columns:
         ok &= (final["status"].astype(str) != "diverged").to_numpy()
     return ok
@@ -237,7 +238,7 @@ def describe(final, problem, depth=None, nuclear="set") -> pd.DataFrame:
         raise ValueError(f"nuclear must be 'set', 'point' or a NuclearCompletion, got {nuclear!r}")
     W = endpoint_matrices(final, problem.shape)
     depths = _row_depths(final, depth)
-    ok = usable_rows(final)
+    ok = usable_rows(final, problem.shape)
     n, k = len(final), min(problem.shape)
     sv = np.full((n, k), np.nan)
     sv[ok] = np.linalg.svd(W[ok], compute_uv=False)
@@ -467,7 +468,7 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     _check_problem(problem)
     if not problem.is_square:
         raise ValueError("clusters needs a square problem (volumes of g^N)")
-    ok = usable_rows(final)
+    ok = usable_rows(final, problem.shape)
     if not ok.any():
         raise ValueError("no usable (non-diverged, finite) rows")
     W = endpoint_matrices(final, problem.shape)[ok]
@@ -571,7 +572,7 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
     """
     _check_problem(problem)
     _check_level(level)
-    ok = usable_rows(final)
+    ok = usable_rows(final, problem.shape)
     n, n_excluded = int(ok.sum()), int((~ok).sum())
     if n < 2:
         raise ValueError(f"need at least 2 usable rows, got {n}")

@@ -113,3 +113,20 @@ def test_hyperbola_coordinates():
     np.testing.assert_array_equal(endpoint_matrices(final, (2, 2)), W)
     with pytest.raises(ValueError):
         hyperbola_coordinates(final, diagonal_3x3())
+
+
+def test_endpoint_matrices_of_a_table_mixing_shapes():
+    """Rows of a 2x2 problem in a table that also holds 3x3 rows (a study's union of entry
+    columns) read back exactly; a row that fills a foreign entry, or a missing column, is an
+    error."""
+    rng = np.random.default_rng(1)
+    small, big = rng.standard_normal((3, 2, 2)), rng.standard_normal((2, 3, 3))
+    final = pd.concat([pd.DataFrame(small.reshape(3, -1), columns=entry_columns((2, 2))),
+                       pd.DataFrame(big.reshape(2, -1), columns=entry_columns((3, 3)))],
+                      ignore_index=True)
+    np.testing.assert_array_equal(endpoint_matrices(final.iloc[:3], (2, 2)), small)
+    np.testing.assert_array_equal(endpoint_matrices(final.iloc[3:], (3, 3)), big)
+    with pytest.raises(ValueError, match="do not match"):
+        endpoint_matrices(final, (2, 2))
+    with pytest.raises(ValueError, match="do not match"):
+        endpoint_matrices(final.iloc[:3][entry_columns((2, 2))[:3]], (2, 2))

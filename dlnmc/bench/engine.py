@@ -9,8 +9,10 @@ Both run ``tol = 0`` (every trajectory takes every step) from the same well-cond
 explicit initial factors (identity plus 0.1 times Gaussian noise) at a stable step size; the
 engine is timed through the public ``simulate`` call (validation and result tables included)
 after a warm-up call that compiles or loads the kernel.  Timed calls are sized from a short
-calibration call to last about the same time in every case; each rate is the best of three
-(other jobs share the machine, and they slow the two-threaded engine more than NumPy).
+calibration call to last about the same time in every case.  The machine is shared (other
+jobs, and on a virtual machine its neighbours, slow it by tens of percent for seconds at a
+time), so engine and baseline are timed in alternation, a pair per round, and the ratio
+reported is the median of the rounds' ratios.
 """
 from __future__ import annotations
 
@@ -82,19 +84,31 @@ def _engine(problem, factors, steps):
                     widths=widths, max_steps=steps, tol=0.0, checkpoints=None, progress=False)
 
 
-def _rate(call, batch, seconds, probe, repeat=3):
-    """Steps per second of ``call(steps)``: a ``probe``-step call sizes timed calls of about
-    ``seconds``; the best of ``repeat`` counts (the machine is shared, so timings are noisy)."""
+def _steps_for(call, batch, seconds, probe):
+    """Steps that make ``call(steps)`` last about ``seconds``, from a ``probe``-step call."""
     start = time.perf_counter()
     call(probe)
     guess = batch * probe / (time.perf_counter() - start)
-    steps = max(probe, int(guess * seconds / batch))
-    best = 0.0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call(steps)
-        best = max(best, batch * steps / (time.perf_counter() - start))
-    return best
+    return max(probe, int(guess * seconds / batch))
+
+
+def _paired_rates(engine, baseline, batch, seconds, rounds):
+    """Steps per second of the engine and the baseline, timed in alternation.
+
+    Each round times one engine call and one baseline call of about ``seconds`` each, back to
+    back, so that a slow phase of the shared machine hits both of a pair.  Returns the best
+    rate of each and the median and lowest of the per-round ratios.
+    """
+    calls = [(engine, _steps_for(engine, batch, seconds, probe=200)),
+             (baseline, _steps_for(baseline, batch, seconds, probe=3))]
+    rates = np.empty((rounds, 2))
+    for r in range(rounds):
+        for k, (call, steps) in enumerate(calls):
+            start = time.perf_counter()
+            call(steps)
+            rates[r, k] = batch * steps / (time.perf_counter() - start)
+    ratios = rates[:, 0] / rates[:, 1]
+    return rates[:, 0].max(), rates[:, 1].max(), np.median(ratios), ratios.min()
 
 
 def run(quick: bool = False) -> pd.DataFrame:
@@ -103,27 +117,29 @@ def run(quick: bool = False) -> pd.DataFrame:
     Parameters
     ----------
     quick : bool
-        Batch 1000 and about 0.1 s per timed call instead of batch 10^4 and about 0.7 s
-        (each rate is the best of three timed calls).
+        Batch 1000, about 0.1 s per timed call and 3 rounds instead of batch 10^4, about 0.7 s
+        and 5 rounds.
 
     Returns
     -------
     pandas.DataFrame
-        One row per case: ``d``, ``depth``, ``width`` (hidden), ``batch``, ``engine_steps_per_s``,
-        ``numpy_steps_per_s``, ``ratio`` (engine / NumPy) and ``kernel`` (``block`` or
-        ``generic``: which kernel ``simulate`` chose).
+        One row per case: ``d``, ``depth``, ``width`` (hidden), ``batch``, ``engine_steps_per_s``
+        and ``numpy_steps_per_s`` (best round of each), ``ratio`` (median over rounds of engine /
+        NumPy, each round timing both back to back), ``ratio_min`` (the lowest round) and
+        ``kernel`` (``block`` or ``generic``: which kernel ``simulate`` chose).
     """
-    batch, seconds = (1000, 0.1) if quick else (10_000, 0.7)
+    batch, seconds, rounds = (1000, 0.1, 3) if quick else (10_000, 0.7, 5)
     rows = []
     for d, depth, width in _CASES:
         problem = _problem(d)
         factors = _factors(d, depth, width, batch)
         _engine(problem, [F[:8] for F in factors], 10)  # compile or load the kernel
-        engine = _rate(lambda s: _engine(problem, factors, s), batch, seconds, probe=200)
-        baseline = _rate(lambda s: numpy_gd(problem, factors, _LR, s), batch, seconds, probe=3)
+        engine, baseline, ratio, ratio_min = _paired_rates(
+            lambda s: _engine(problem, factors, s),
+            lambda s: numpy_gd(problem, factors, _LR, s), batch, seconds, rounds)
         fast = _block_kernel(layer_dims(problem.shape, depth, width)) is not None
         rows.append(dict(d=d, depth=depth, width=width, batch=batch, engine_steps_per_s=engine,
-                         numpy_steps_per_s=baseline, ratio=engine / baseline,
+                         numpy_steps_per_s=baseline, ratio=ratio, ratio_min=ratio_min,
                          kernel="block" if fast else "generic"))
     table = pd.DataFrame(rows)
     table["kernel"] = table["kernel"].astype("category")
