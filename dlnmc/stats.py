@@ -419,7 +419,7 @@ def _medoid(X, seed):
 
 
 def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e-6,
-             max_points=3000, seed=0) -> pd.DataFrame:
+             min_size=5, max_points=3000, seed=0) -> pd.DataFrame:
     """Cluster the endpoints and describe each cluster by a member at its centre (several kinds
     of minimizer).
 
@@ -443,6 +443,9 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     floor : float
         For ``log_volume_density_reg`` the singular values beyond the rank are set to
         floor * s_1 (see below).
+    min_size : int
+        Clusters smaller than this (whose quartiles mean little) can tie with the largest
+        predicted volume but not define it, unless no cluster is this large.
     max_points : int
         Above this many endpoints, cluster a seeded subsample and assign the rest to the nearest
         subsample point.
@@ -461,7 +464,13 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
         U diag(s_1..s_rank, floor s_1, ...) V^T: the prediction compared across clusters at a
         common distance from the lower-rank set, the analogue of the band of
         :mod:`dlnmc.predictions`), ``log_orbit_volume`` (at the centre; NaN at N = inf),
-        ``is_heaviest``, ``is_max_volume`` (largest ``log_volume_density_reg``).
+        ``is_heaviest``, ``log_volume_density_members`` (median over the members of the
+        regularized density, each member at its own numerical rank) with its quartiles
+        ``_q25`` and ``_q75``, ``is_max_volume`` (largest ``log_volume_density_members``
+        among clusters of at least ``min_size`` members),
+        ``ties_max_volume`` (quartile range overlapping the max-volume cluster's: a prediction
+        that cannot tell the two apart, as for clusters that are images of each other under
+        a symmetry of the problem and differ only in how far their runs collapsed).
         ``attrs["dlnmc_stats"]``: ``heaviest_is_max_volume`` (the flag), threshold,
         ``n_excluded``.
     """
@@ -484,12 +493,20 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     ids, sizes = ids[order], sizes[order]
     members = [np.flatnonzero(labels == c) for c in ids]
     centres = np.stack([W[m[_medoid(X[m], seed)]] for m in members])
-    s_all = np.linalg.svd(W, compute_uv=False)
+    U_all, s_all, Vt_all = np.linalg.svd(W)
     member_rank = np.sum(s_all > rank_tol * s_all[:, :1], axis=1)
     U, s, Vt = np.linalg.svd(centres)
     rank = np.sum(s > rank_tol * s[:, :1], axis=1)
-    s_reg = np.where(np.arange(s.shape[1]) < rank[:, None], s, floor * s[:, :1])
-    log_reg = geometry.log_volume_density((U * s_reg[:, None, :]) @ Vt, depth)
+
+    def regularized(U, s, Vt, rank):
+        s_reg = np.where(np.arange(s.shape[1]) < rank[:, None], s, floor * s[:, :1])
+        return geometry.log_volume_density((U * s_reg[:, None, :]) @ Vt, depth)
+
+    log_reg = regularized(U, s, Vt, rank)
+    member_reg = regularized(U_all, s_all, Vt_all, member_rank)
+    q25, q50, q75 = np.array([np.quantile(member_reg[m], [0.25, 0.5, 0.75])
+                              for m in members]).T
+    top = int(np.argmax(np.where(sizes >= min(int(min_size), sizes[0]), q50, -np.inf)))
     cols = {"cluster": np.arange(len(ids), dtype=np.int64), "size": sizes.astype(np.int64),
             "fraction": sizes / sizes.sum()}
     cols.update(zip(entry_columns(problem.shape), centres.reshape(len(ids), -1).T))
@@ -501,7 +518,11 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     cols["log_orbit_volume"] = (geometry.log_orbit_volume(centres, depth) if depth != np.inf
                                 else np.full(len(ids), np.nan))
     cols["is_heaviest"] = cols["cluster"] == 0
-    cols["is_max_volume"] = cols["cluster"] == int(np.argmax(log_reg))
+    cols["is_max_volume"] = cols["cluster"] == top
+    cols["log_volume_density_members"] = q50
+    cols["log_volume_density_members_q25"] = q25
+    cols["log_volume_density_members_q75"] = q75
+    cols["ties_max_volume"] = (q75 >= q25[top]) & (q25 <= q75[top])
     out = pd.DataFrame(cols)
     out.attrs = {"dlnmc_stats": {"heaviest_is_max_volume": bool(cols["is_max_volume"][0]),
                                  "threshold": float(threshold), "n_excluded": int((~ok).sum()),
@@ -567,8 +588,11 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
           P1-P3 (by mean log-likelihood) against the uniform-arclength baseline on the window
           (bootstrap interval), p-value of the KS test of that best candidate; the result also
           reports the point-mass (norm minimizer) baseline's KS distance.
-        - volume, other square problems: whether the heaviest cluster of :func:`clusters` is
-          the one of largest regularized volume (value 1 or 0), with its fraction.
+        - volume, other square problems: fraction of trajectories in the clusters of
+          :func:`clusters` whose regularized volume density ties with the largest
+          (``ties_max_volume``; Clopper-Pearson interval); the hypothesis holds when the
+          heaviest cluster is among them. NaN with a single cluster (nothing to choose
+          between).
     """
     _check_problem(problem)
     _check_level(level)
@@ -607,14 +631,7 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
     if problem.shape == (2, 2) and dict(problem.entries) == {(0, 0): 1.0, (1, 1): 1.0}:
         rows.append(_volume_on_hyperbola(final[ok], depth, window, eps, n_boot, seed, level))
     elif problem.is_square:
-        cl = clusters(final[ok], problem, depth, seed=seed)
-        flag = cl.attrs["dlnmc_stats"]["heaviest_is_max_volume"]
-        rows.append(("volume", "heaviest cluster has the largest regularized volume density",
-                     float(flag), np.nan, np.nan, np.nan,
-                     f"{len(cl)} clusters; the heaviest holds {100 * cl['fraction'].iloc[0]:.1f}% "
-                     f"(centre rank {cl['rank'].iloc[0]}, median member rank "
-                     f"{cl['member_rank_median'].iloc[0]:g}) and is {'' if flag else 'not '}"
-                     f"the one of largest predicted volume"))
+        rows.append(_volume_by_clusters(clusters(final[ok], problem, depth, seed=seed), n, level))
     out = pd.DataFrame(rows, columns=["hypothesis", "statistic", "value", "ci_low", "ci_high",
                                       "p_value", "result"])
     out.insert(6, "n", np.int64(n))
@@ -642,6 +659,27 @@ def _lowest_completion_rank(key):
         if nearest_rank_r_completion(problem, start, r, restarts=2).residual <= 1e-6:
             return r
     return min(rows, cols)
+
+
+def _volume_by_clusters(cl, n, level):
+    """Verdict row of the volume hypothesis from the endpoint clusters of :func:`clusters`:
+    the mass of the clusters whose predicted volume ties with the largest."""
+    statistic = "fraction in the clusters of largest regularized volume density"
+    if len(cl) == 1:
+        return ("volume", statistic, np.nan, np.nan, np.nan, np.nan,
+                f"one cluster (centre rank {cl['rank'].iloc[0]}): the endpoints have a single "
+                "mode, nothing for the volume hypothesis to choose between")
+    top = cl[cl["ties_max_volume"]]
+    k = int(top["size"].sum())
+    ci = sst.binomtest(k, n).proportion_ci(level)
+    heavy = cl.iloc[0]
+    verdict = ("the heaviest is among them: the volume hypothesis holds" if heavy["ties_max_volume"]
+               else f"the heaviest holds {100 * heavy['fraction']:.1f}% (centre rank "
+                    f"{heavy['rank']}) and is not among them: the volume hypothesis fails")
+    return ("volume", statistic, k / n, ci.low, ci.high, np.nan,
+            f"{len(cl)} clusters; the {len(top)} of largest predicted volume (tied within their "
+            f"members' quartiles; centre ranks {sorted(set(top['rank'].tolist()))}) hold "
+            f"{100 * k / n:.1f}%; " + verdict)
 
 
 def _volume_on_hyperbola(final, depth, window, eps, n_boot, seed, level):

@@ -224,8 +224,23 @@ def test_clusters_recover_planted_mixture():
         M = ref.brute_operator((U * s) @ Vt, 3)
         assert out["log_volume_density_reg"].iloc[k] == pytest.approx(
             -0.5 * np.linalg.slogdet(M)[1], rel=1e-8)
-    assert out.attrs["dlnmc_stats"]["heaviest_is_max_volume"] == bool(
-        np.argmax(out["log_volume_density_reg"]) == 0)
+    member_reg = []  # each member at its own numerical rank, brute-force operator
+    for Wm in W[:-1]:
+        U, s, Vt = np.linalg.svd(Wm)
+        s[np.sum(s > 1e-3 * s[0]):] = 1e-6 * s[0]
+        member_reg.append(-0.5 * np.linalg.slogdet(ref.brute_operator((U * s) @ Vt, 3))[1])
+    member_reg = np.array(member_reg)
+    order = np.argsort(np.linalg.norm(W[:-1, None] - got[None], axis=(2, 3)), axis=1)[:, 0]
+    expect = [np.quantile(member_reg[order == k], [0.25, 0.5, 0.75]) for k in range(3)]
+    cols = ["log_volume_density_members_q25", "log_volume_density_members",
+            "log_volume_density_members_q75"]
+    np.testing.assert_allclose(out[cols].to_numpy(), expect, rtol=1e-8)
+    top = int(np.argmax([e[1] for e in expect]))
+    assert out["is_max_volume"].tolist() == [k == top for k in range(3)]
+    assert out.attrs["dlnmc_stats"]["heaviest_is_max_volume"] == (top == 0)
+    # the two rank-1 centres are images of each other under W -> D W D, D = diag(1, -1, 1),
+    # which preserves g^N: their predicted volumes tie; the rank-2 cluster's are far lower
+    assert out["ties_max_volume"].tolist() == [True, True, False]
     sub = clusters(final, diagonal_3x3(), threshold=0.1, max_points=50, seed=1)
     assert sub["size"].tolist() == sizes
 
@@ -319,14 +334,60 @@ def test_hypotheses_on_the_hyperbola_with_diverged_rows():
     assert "r_min = 1" in table["result"].iloc[1]
 
 
-def test_hypotheses_on_planted_clusters():
+@pytest.mark.parametrize("rank1_runs", [70, 30])
+def test_hypotheses_volume_on_planted_clusters(rank1_runs):
+    """Two planted modes, rank 1 and rank 2: the volume row reports the mass of the mode of
+    larger regularized volume (found here with the brute-force operator) with its binomial
+    interval, and says the hypothesis holds exactly when that mode is the heavier."""
+    rng = np.random.default_rng(12)
+    centres = [np.ones((3, 3)), np.array([[1, 0, 0.6], [0, 1, 0.8], [0.6, 0.8, 1]])]
+    sizes = [rank1_runs, 100 - rank1_runs]
+    W = np.concatenate([c + 1e-3 * rng.standard_normal((k, 3, 3))
+                        for c, k in zip(centres, sizes)])
+    log_reg = []
+    for c, rank in zip(centres, (1, 2)):
+        U, s, Vt = np.linalg.svd(c)
+        s[rank:] = 1e-6 * s[0]
+        log_reg.append(-0.5 * np.linalg.slogdet(ref.brute_operator((U * s) @ Vt, 4))[1])
+    top = int(np.argmax(log_reg))
+    volume = hypotheses(make_final(W, 4), diagonal_3x3(), n_boot=50).iloc[2]
+    assert volume["value"] == sizes[top] / 100
+    ci = sst.binomtest(sizes[top], 100).proportion_ci(0.95)
+    assert (volume["ci_low"], volume["ci_high"]) == pytest.approx((ci.low, ci.high))
+    holds = sizes[top] == max(sizes)
+    assert volume["result"].endswith("holds" if holds else "fails")
+    one = hypotheses(make_final(W[:sizes[0]], 4), diagonal_3x3(), n_boot=50).iloc[2]
+    assert np.isnan(one["value"]) and "single mode" in one["result"]
+
+
+def test_hypotheses_bad_inputs():
     rng = np.random.default_rng(12)
     _, _, W = planted_mixture(rng, noise=1e-2)
     final = make_final(W, 4)
-    table = hypotheses(final, diagonal_3x3(), n_boot=50)
-    flag = clusters(final, diagonal_3x3()).attrs["dlnmc_stats"]["heaviest_is_max_volume"]
-    assert table["value"].iloc[2] == float(flag)
     with pytest.raises(ValueError, match="depths"):
         hypotheses(make_final(W, np.arange(len(W)) % 2 + 2), diagonal_3x3())
     with pytest.raises(ValueError):
         describe(final, CompletionProblem((2, 2), {(0, 0): 1.0}))
+
+
+def test_clusters_small_cluster_cannot_define_the_largest_volume():
+    """A lone endpoint of larger predicted volume than every planted mode (found with the
+    brute-force operator) may tie with the largest but not define it unless min_size allows."""
+    rng = np.random.default_rng(8)
+    _, _, W = planted_mixture(rng)
+
+    def reg(Wm):
+        U, s, Vt = np.linalg.svd(Wm)
+        s[np.sum(s > 1e-3 * s[0]):] = 1e-6 * s[0]
+        return -0.5 * np.linalg.slogdet(ref.brute_operator((U * s) @ Vt, 3))[1]
+
+    base = reg(np.ones((3, 3)))
+    lone = next(c * np.ones((3, 3)) for c in (0.2, 5.0) if reg(c * np.ones((3, 3))) > base + 1)
+    final = make_final(np.concatenate([W, lone[None]]), 3)
+    default = clusters(final, diagonal_3x3(), threshold=0.1)
+    loose = clusters(final, diagonal_3x3(), threshold=0.1, min_size=1)
+    assert default["size"].iloc[-1] == 1 and loose["size"].iloc[-1] == 1
+    assert not default["is_max_volume"].iloc[-1]
+    assert default["is_max_volume"].iloc[:2].any() and default["ties_max_volume"].iloc[:2].all()
+    assert loose["is_max_volume"].iloc[-1]
+    assert loose["log_volume_density_members"].iloc[-1] == pytest.approx(reg(lone), rel=1e-8)
