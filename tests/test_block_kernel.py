@@ -1,13 +1,18 @@
 """The fast block kernel (dlnmc/kernels/block.py) against the generic kernel (gd.py), which
 runs one trajectory at a time with runtime shapes, plus the block kernel's own promise: a
 trajectory's result does not depend on its lane, its block, the batch or the thread count."""
+import importlib
+
 import numba
 import numpy as np
 import pytest
 
 from dlnmc.init import layer_dims
 from dlnmc.kernels import block, gd
+from dlnmc.problems import random_low_rank
 from dlnmc.simulate import _block_kernel, thread_count
+
+from . import reference as ref
 
 OBS = {2: np.array([1, 2, 3]), 3: np.array([0, 2, 4, 5, 7]), 8: np.arange(0, 64, 3)}
 """Observed entries (flat, row-major sorted as ``simulate`` passes them)."""
@@ -39,13 +44,14 @@ def _run(theta, d, lr=LR, noise_std=0.0, max_steps=1000, tol=1e-10, ckpt=CKPT, g
                hist_w=np.full((runs, ckpt.size, d * d), np.nan), w_out=np.empty((runs, d * d)),
                steps=np.empty(runs, np.int64), loss=np.empty(runs),
                status=np.empty(runs, np.int8))
-    common = (lr, noise_std, keys, max_steps, tol, ckpt, *out.values())
+    common = (max_steps, tol, ckpt, *out.values())
     if generic:
         dims = np.full(depth + 1, d, dtype=np.int64)
         off = np.arange(depth, dtype=np.int64) * d * d
-        gd.gd_batch(theta, dims, off, obs, vals, *common)
+        gd.gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, *common)
     else:
-        block.block_kernel(d)(theta, obs, vals, *common)
+        block.block_kernel(d)(theta, obs, vals, lr, noise_std, keys, np.arange(nparam), nparam,
+                              *common)
     out["theta"] = theta
     return out
 
@@ -120,7 +126,32 @@ def test_dispatch_and_compile_settings():
     before = numba.config.SLP_VECTORIZE
     assert _block_kernel(layer_dims((2, 2), 3)) is block.block_kernel(2)
     assert numba.config.SLP_VECTORIZE == before
-    assert _block_kernel(layer_dims((2, 2), 3, widths=[2, 3])) is None
-    assert _block_kernel(layer_dims((2, 3), 2)) is None
+    assert _block_kernel(layer_dims((2, 2), 3, widths=[2, 3])) is block.block_kernel(3)
+    assert _block_kernel(layer_dims((2, 3), 2)) is block.block_kernel(3)
+    assert _block_kernel(layer_dims((10, 2), 2)) is None  # padding would cost 200 / 24 entries
     assert _block_kernel(layer_dims((11, 11), 2)) is None
     assert len(block.block_kernel(2).signatures) == 1
+
+
+@pytest.mark.parametrize("shape, depth, widths, temperature", [
+    ((2, 3), 3, None, 0.0), ((3, 2), 4, [3, 2, 3], 1e-4), ((2, 2), 3, [2, 3], 1e-4),
+    ((3, 3), 2, [2], 0.0)])
+def test_padded_shapes_match_generic_kernel(monkeypatch, shape, depth, widths, temperature):
+    """Rectangular problems and unequal widths run on the block kernel with every factor padded
+    with zeros to d x d; the generic kernel on the same trajectories (noise included) gives the
+    same numbers."""
+    sim = importlib.import_module("dlnmc.simulate")  # the package exports the function
+
+    problem = random_low_rank(*shape, 1, n_observed=shape[0] * shape[1] - 1, seed=3)
+    dims = layer_dims(shape, depth, widths)
+    assert _block_kernel(dims) is block.block_kernel(max(dims))
+    kw = dict(init="balanced", init_scale=0.3, widths=widths, max_steps=400, tol=1e-9,
+              temperature=temperature, checkpoints=[0, 5, 100], seed=4)
+    fast = sim.simulate(problem, depth, 13, 0.05, **kw)
+    monkeypatch.setattr(sim, "_block_kernel", lambda dims: None)
+    slow = sim.simulate(problem, depth, 13, 0.05, **kw)
+    for a, b in zip(fast.factors, slow.factors):
+        np.testing.assert_array_equal(a, b)
+    ref.assert_tables_identical(fast.final, slow.final)
+    ref.assert_tables_identical(fast.history, slow.history)
+    assert (fast.final["steps"] > 5).all()

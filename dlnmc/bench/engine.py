@@ -28,25 +28,26 @@ from dlnmc.simulate import _block_kernel, simulate
 __all__ = ["run", "numpy_gd"]
 
 _LR = 1e-3
-_CASES = ([(d, depth, d) for d in (2, 3) for depth in (2, 5, 10, 20)]
-          + [(8, 5, 8), (8, 5, 9), (12, 4, 12)])
-"""(d, depth, hidden width): the studies' sizes, d = 8 on the block kernel, and d = 8 with
-width 9 and d = 12 (above the block kernel's sizes), which only the generic kernel runs."""
+_CASES = ([(d, d, depth, d) for d in (2, 3) for depth in (2, 5, 10, 20)]
+          + [(8, 8, 5, 8), (8, 8, 5, 9), (3, 5, 3, 3), (12, 12, 4, 12)])
+"""(rows, cols, depth, hidden width): the studies' sizes, d = 8 on the block kernel, d = 8
+with width 9 and a 3 x 5 problem (the block kernel with factors padded to 9 x 9 and 5 x 5),
+and 12 x 12 (above the block kernel's sizes), which only the generic kernel runs."""
 
 
-def _problem(d):
-    if d == 2:
+def _problem(rows, cols):
+    if (rows, cols) == (2, 2):
         return razin_cohen_2x2()
-    if d == 3:
+    if (rows, cols) == (3, 3):
         return diagonal_3x3()
-    return random_low_rank(d, d, 2, n_observed=d * d // 2, seed=0)
+    return random_low_rank(rows, cols, 2, n_observed=rows * cols // 2, seed=0)
 
 
-def _factors(d, depth, width, batch, seed=0):
+def _factors(shape, depth, width, batch, seed=0):
     """Factors W_1, ..., W_N ``(batch, n_p, n_{p-1})``: identity (padded with zeros) plus 0.1
     times standard normal noise."""
     rng = np.random.default_rng(seed)
-    dims = layer_dims((d, d), depth, [width] * (depth - 1))
+    dims = layer_dims(shape, depth, [width] * (depth - 1))
     return [np.eye(a, b) + 0.1 * rng.standard_normal((batch, a, b))
             for a, b in zip(dims[1:], dims[:-1])]
 
@@ -123,24 +124,25 @@ def run(quick: bool = False) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per case: ``d``, ``depth``, ``width`` (hidden), ``batch``, ``engine_steps_per_s``
+        One row per case: ``rows``, ``cols``, ``depth``, ``width`` (hidden), ``batch``,
+        ``engine_steps_per_s``
         and ``numpy_steps_per_s`` (best round of each), ``ratio`` (median over rounds of engine /
         NumPy, each round timing both back to back), ``ratio_min`` (the lowest round) and
         ``kernel`` (``block`` or ``generic``: which kernel ``simulate`` chose).
     """
     batch, seconds, rounds = (1000, 0.1, 3) if quick else (10_000, 0.7, 5)
     rows = []
-    for d, depth, width in _CASES:
-        problem = _problem(d)
-        factors = _factors(d, depth, width, batch)
+    for n_rows, n_cols, depth, width in _CASES:
+        problem = _problem(n_rows, n_cols)
+        factors = _factors(problem.shape, depth, width, batch)
         _engine(problem, [F[:8] for F in factors], 10)  # compile or load the kernel
         engine, baseline, ratio, ratio_min = _paired_rates(
             lambda s: _engine(problem, factors, s),
             lambda s: numpy_gd(problem, factors, _LR, s), batch, seconds, rounds)
         fast = _block_kernel(layer_dims(problem.shape, depth, width)) is not None
-        rows.append(dict(d=d, depth=depth, width=width, batch=batch, engine_steps_per_s=engine,
-                         numpy_steps_per_s=baseline, ratio=ratio, ratio_min=ratio_min,
-                         kernel="block" if fast else "generic"))
+        rows.append(dict(rows=n_rows, cols=n_cols, depth=depth, width=width, batch=batch,
+                         engine_steps_per_s=engine, numpy_steps_per_s=baseline, ratio=ratio,
+                         ratio_min=ratio_min, kernel="block" if fast else "generic"))
     table = pd.DataFrame(rows)
     table["kernel"] = table["kernel"].astype("category")
     return table

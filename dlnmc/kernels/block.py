@@ -140,12 +140,11 @@ def _make_kernel(D, L):
                 buf[_U(W_ + e * L + l)] = w - buf[_U(LR_ + l)] * buf[_U(A_ + e * L + l)]
 
     @_specialised(pjit, D)
-    def kernel(theta, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt, hist_loss, hist_w,
-               w_out, steps, loss, status):
+    def kernel(theta, obs, vals, lr, noise_std, keys, slots, nparam, max_steps, tol, ckpt,
+               hist_loss, hist_w, w_out, steps, loss, status):
         """Blocks of L trajectories in parallel; each block steps until all its lanes stop."""
         runs = theta.shape[0]
-        nparam = theta.shape[1]
-        depth = nparam // DD
+        depth = theta.shape[1] // DD
         last = (depth - 1) * REC
         t = last + REC
         for b in prange((runs + L - 1) // L):
@@ -207,17 +206,18 @@ def _make_kernel(D, L):
                     base = np.uint64(step) * np.uint64(nparam)
                     for l in range(L):
                         if buf[LR_ + l] != 0.0:
-                            for q in range(depth):
-                                for e in range(DD):
+                            for x in range(depth * DD):
+                                if slots[x] >= 0:
+                                    q, e = divmod(x, DD)
                                     buf[q * REC + W_ + e * L + l] += noise_std * normal(
-                                        keys[run[l]], base + np.uint64(q * DD + e))
+                                        keys[run[l]], base + np.uint64(slots[x]))
                 step += 1
 
     return kernel
 
 
-_SIGNATURE = ("void(f8[:, ::1], i8[::1], f8[::1], f8, f8, u8[::1], i8, f8, i8[::1], f8[:, ::1],"
-              " f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
+_SIGNATURE = ("void(f8[:, ::1], i8[::1], f8[::1], f8, f8, u8[::1], i8[::1], i8, i8, f8, i8[::1],"
+              " f8[:, ::1], f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
 _KERNELS = {}
 
 
@@ -225,12 +225,35 @@ def block_kernel(d):
     """The block kernel for d x d problems, compiled (or loaded from cache) on first use with
     LLVM's SLP vectorizer switched on, and closed to further signatures.
 
-    Call it as ``kernel(theta, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
-    hist_loss, hist_w, w_out, steps, loss, status)``: the arguments of
-    :func:`dlnmc.kernels.gd.gd_batch` less ``dims`` and ``off``; ``theta`` has N d^2 columns
-    and ``obs`` must be sorted (as ``simulate`` passes it) for the loss to be summed in
-    ``gd``'s order.
+    Call it as ``kernel(theta, obs, vals, lr, noise_std, keys, slots, nparam, max_steps, tol,
+    ckpt, hist_loss, hist_w, w_out, steps, loss, status)``: the arguments of
+    :func:`dlnmc.kernels.gd.gd_batch` less ``dims`` and ``off``, for factors padded with zeros
+    to d x d (see :func:`padding`).  ``theta`` has N d^2 columns, ``obs`` indexes the d x d
+    matrix and must be sorted (as ``simulate`` passes it) for the loss to be summed in ``gd``'s
+    order; ``slots`` (N d^2) gives each padded entry's index among the ``nparam`` entries of
+    the unpadded factors, -1 for padding, which draws no noise: the noise stream is ``gd``'s.
     """
     if d not in _KERNELS:
         _KERNELS[d] = compile_vectorized(_make_kernel(d, _lanes(d)), _SIGNATURE)
     return _KERNELS[d]
+
+
+def padding(dims) -> np.ndarray:
+    """Where the entries of factors with layer dimensions ``dims`` (n_0, ..., n_N) go when each
+    factor is padded with zeros to d x d, d = max(dims): for every padded entry (layer-major,
+    then row-major) its index in the unpadded parameter vector (the layers' row-major entries,
+    W_1 first), -1 for padding.
+
+    Zero padding is invariant under GD: the gradient A_p P_(p-1)^T of W_p vanishes exactly on
+    a padded row, which meets a zero column of W_(p+1) (for p = N, an unobserved and hence zero
+    residual row), and on a padded column, which meets a zero row of W_(p-1) (for p = 1, a zero
+    residual column).  The padded zeros add exact zeros after the real terms of every sum, so
+    the real entries get the unpadded kernel's numbers.
+    """
+    d = max(dims)
+    slots = np.full((len(dims) - 1, d, d), -1, dtype=np.int64)
+    start = 0
+    for p, (n, m) in enumerate(zip(dims[1:], dims[:-1])):
+        slots[p, :n, :m] = start + np.arange(n * m).reshape(n, m)
+        start += n * m
+    return slots.ravel()
