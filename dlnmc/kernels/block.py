@@ -1,7 +1,7 @@
-"""Fast batched gradient descent for small square problems: d x d targets, every hidden width
-d, any depth.  Same mathematics, stop rule, checkpoints and noise stream as
-:func:`dlnmc.kernels.gd.run_trajectory`; only the memory layout and the shape of the code
-differ.
+"""Fast batched gradient descent for small problems: every factor d x d (smaller shapes padded
+with zeros, see :func:`padding`), any depth.  Same mathematics, stop rule, checkpoints and
+noise stream as :func:`dlnmc.kernels.gd.run_trajectory`; only the memory layout and the shape
+of the code differ.
 
 Layout: trajectories run in blocks of ``L`` lanes held in one buffer per block, structure of
 arrays with the lane index innermost.  Layer q (0-based, factor W_{q+1}) owns one record:
