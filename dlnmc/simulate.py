@@ -162,29 +162,26 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
     sizes = [dims[p + 1] * dims[p] for p in range(depth)]
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     i, j = problem.indices
-    obs = (i * problem.cols + j).astype(np.int64)
-    size = problem.rows * problem.cols
+    fast = _block_kernel(dims)
+    if fast is None:  # the generic kernel: runtime shapes, each factor's own layout
+        state, (height, width) = theta, problem.shape
+    else:  # the block kernel: every factor padded with zeros to d x d
+        height = width = max(dims)
+        slots = block.padding(dims)
+        real = slots >= 0
+        state = np.zeros((runs, slots.size))
+        state[:, real] = theta[:, slots[real]]
+    obs = (i * width + j).astype(np.int64)
     hist_loss = np.full((runs, len(ckpt)), np.nan)
-    hist_w = np.full((runs, len(ckpt), size), np.nan)
-    w_end = np.empty((runs, size))
+    hist_w = np.full((runs, len(ckpt), height * width), np.nan)
+    w_end = np.empty((runs, height * width))
     steps = np.empty(runs, dtype=np.int64)
     loss = np.empty(runs)
     status = np.empty(runs, dtype=np.int8)
-    args = (np.asarray(dims, dtype=np.int64), off, obs, problem.values, lr,
-            math.sqrt(2.0 * lr * temperature), max_steps, tol if tol > 0 else -np.inf, ckpt)
+    noise_std = math.sqrt(2.0 * lr * temperature)
+    stop = (max_steps, tol if tol > 0 else -np.inf, ckpt)
 
     show = sys.stderr.isatty() if progress == "auto" else bool(progress)
-    fast = _block_kernel(dims)
-    if fast is not None:  # the block kernel's layout: every factor padded to d x d
-        d = max(dims)
-        slots = block.padding(dims)
-        real = slots >= 0
-        packed = np.zeros((runs, slots.size))
-        packed[:, real] = theta[:, slots[real]]
-        entries = np.add.outer(np.arange(problem.rows) * d, np.arange(problem.cols)).ravel()
-        obs_d = (i * d + j).astype(np.int64)
-        hist_w_d = np.full((runs, len(ckpt), d * d), np.nan)
-        w_end_d = np.empty((runs, d * d))
     # Threads take a few parallel iterations at a time as they free up (trajectory lengths
     # vary, other jobs may hold a core); results do not depend on the schedule.
     with thread_count(n_threads), numba.parallel_chunksize(4), \
@@ -192,18 +189,18 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
                  desc="simulate") as bar:
         for lo in range(0, runs, _BATCH):
             s = slice(lo, min(lo + _BATCH, runs))
+            out = (hist_loss[s], hist_w[s], w_end[s], steps[s], loss[s], status[s])
             if fast is None:
-                gd.gd_batch(theta[s], args[0], args[1], args[2], args[3], args[4], args[5],
-                            keys[s], args[6], args[7], args[8], hist_loss[s], hist_w[s],
-                            w_end[s], steps[s], loss[s], status[s])
+                gd.gd_batch(state[s], np.asarray(dims, dtype=np.int64), off, obs, problem.values,
+                            lr, noise_std, keys[s], *stop, *out)
             else:
-                fast(packed[s], obs_d, args[3], args[4], args[5], keys[s], slots, theta.shape[1],
-                     args[6], args[7], args[8], hist_loss[s], hist_w_d[s], w_end_d[s], steps[s],
-                     loss[s], status[s])
+                fast(state[s], obs, problem.values, lr, noise_std, keys[s], slots,
+                     theta.shape[1], *stop, *out)
             bar.update(s.stop - s.start)
     if fast is not None:
-        theta[:, slots[real]] = packed[:, real]
-        hist_w, w_end = hist_w_d[:, :, entries], w_end_d[:, entries]
+        theta[:, slots[real]] = state[:, real]
+        entries = np.add.outer(np.arange(problem.rows) * width, np.arange(problem.cols)).ravel()
+        hist_w, w_end = hist_w[:, :, entries], w_end[:, entries]
 
     final_factors = [theta[:, o:o + n].reshape(runs, dims[p + 1], dims[p])
                      for p, (o, n) in enumerate(zip(off, sizes))]

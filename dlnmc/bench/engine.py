@@ -125,10 +125,10 @@ def run(quick: bool = False) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per case: ``rows``, ``cols``, ``depth``, ``width`` (hidden), ``batch``,
-        ``engine_steps_per_s``
-        and ``numpy_steps_per_s`` (best round of each), ``ratio`` (median over rounds of engine /
-        NumPy, each round timing both back to back), ``ratio_min`` (the lowest round) and
-        ``kernel`` (``block`` or ``generic``: which kernel ``simulate`` chose).
+        ``engine_steps_per_s`` and ``numpy_steps_per_s`` (best round of each), ``ratio``
+        (median over rounds of engine / NumPy, each round timing both back to back),
+        ``ratio_min`` (the lowest round) and ``kernel`` (``block`` or ``generic``: which kernel
+        ``simulate`` chose).
     """
     batch, seconds, rounds = (1000, 0.1, 3) if quick else (10_000, 0.7, 5)
     rows = []
