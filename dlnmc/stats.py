@@ -471,8 +471,7 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
         ``ties_max_volume`` (quartile range overlapping the max-volume cluster's: a prediction
         that cannot tell the two apart, as for clusters that are images of each other under
         a symmetry of the problem and differ only in how far their runs collapsed).
-        ``attrs["dlnmc_stats"]``: ``heaviest_is_max_volume`` (the flag), threshold,
-        ``n_excluded``.
+        ``attrs["dlnmc_stats"]``: threshold, ``n_excluded``, depth.
     """
     _check_problem(problem)
     if not problem.is_square:
@@ -524,8 +523,7 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     cols["log_volume_density_members_q75"] = q75
     cols["ties_max_volume"] = (q75 >= q25[top]) & (q25 <= q75[top])
     out = pd.DataFrame(cols)
-    out.attrs = {"dlnmc_stats": {"heaviest_is_max_volume": bool(cols["is_max_volume"][0]),
-                                 "threshold": float(threshold), "n_excluded": int((~ok).sum()),
+    out.attrs = {"dlnmc_stats": {"threshold": float(threshold), "n_excluded": int((~ok).sum()),
                                  "depth": float(depth)}}
     return out
 
