@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import runpy
 import sys
 from pathlib import Path
@@ -17,14 +15,9 @@ from pathlib import Path
 import numba
 import pandas as pd
 
-from dlnmc import executors, runner
-from dlnmc.results import write_parquet
-from dlnmc.study import Cell
+from dlnmc import executors, pipeline, runner
 
 __all__ = ["main"]
-
-MANIFEST = "manifest.json"
-"""``out/manifest.json``: the analysis tables' names and figure paths, in the study's order."""
 
 
 def _demo(args) -> int:
@@ -48,70 +41,17 @@ def _demo(args) -> int:
     return 0
 
 
-# -- study steps --------------------------------------------------------------------------
+# -- study outputs ------------------------------------------------------------------------
 
 def _out(study, args) -> Path:
     return (runner.default_out(study, args.quick) if args.out is None else Path(args.out)).resolve()
 
 
-def _manifest(out, **entries) -> dict:
-    """Read ``out/manifest.json`` and update it with ``entries`` (when given)."""
-    path = out / MANIFEST
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    if entries:
-        manifest.update(entries)
-        path.write_text(json.dumps(manifest, indent=1))
-    return manifest
-
-
-def _analyse(study, out, final, history) -> dict:
-    """``study.analyse`` -> ``out/tables/<name>.parquet``."""
-    tables = study.analyse(final, history)
-    if not (isinstance(tables, dict)
-            and all(isinstance(t, pd.DataFrame) for t in tables.values())):
-        raise TypeError(f"study {study.NAME}: analyse must return a dict of DataFrames")
-    for name, table in tables.items():
-        write_parquet(table, out / "tables" / f"{name}.parquet")
-    _manifest(out, tables=list(tables))
-    return tables
-
-
-def _saved_tables(study, out):
-    """The merged and analysis tables saved by an earlier ``dlnmc run``."""
-    if not (out / "final.parquet").is_file():
-        raise ValueError(f"no tables in {out}: run `dlnmc run {study.NAME}` first (or pass --out)")
-    final, history = runner.load_tables(out)
-    names = _manifest(out).get("tables", [])
-    return final, history, {n: pd.read_parquet(out / "tables" / f"{n}.parquet") for n in names}
-
-
-def _figures(study, out, final, history, tables) -> list[Path]:
-    """``study.figures`` -> ``out/figures/``."""
-    directory = out / "figures"
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in study.figures(final, history, tables, directory)]
-    _manifest(out, figures=[os.path.relpath(p.resolve(), out) for p in paths])
-    return paths
-
-
-def _report(study, out, final, tables, figure_paths):
-    """``dlnmc.report.write_report`` -> ``out/report.md`` (None while that module is absent)."""
-    try:
-        from dlnmc.report import write_report
-    except ModuleNotFoundError as err:
-        if err.name != "dlnmc.report":
-            raise
-        print("report skipped: dlnmc.report is not available yet")
-        return None
-    cells = [Cell(**entry) for entry in final.attrs["dlnmc"]["grid"]]
-    return write_report(study, out, tables, figure_paths, cells=cells)
-
-
-def _where(out, tables=None, figure_paths=None, report=None):
+def _where(out, tables, figure_paths, report=None):
+    """Print where the tables, figures and report (when given) are."""
     print(f"tables:  {out / 'final.parquet'}, {out / 'history.parquet'}"
           + (f", {out / 'tables'}/ ({', '.join(tables)})" if tables else ""))
-    if figure_paths is not None:
-        print(f"figures: {out / 'figures'}/ ({len(figure_paths)} PNG)")
+    print(f"figures: {out / 'figures'}/ ({len(figure_paths)} PNG)")
     if report is not None:
         print(f"report:  {report}")
 
@@ -136,14 +76,11 @@ def _run(args) -> int:
     else:
         cluster, threads = contextlib.nullcontext(None), args.threads
     with cluster as executor:
-        out = runner.run_study(study, out=_out(study, args), quick=args.quick, runs=args.runs,
-                               seed=args.seed, threads=threads, executor=executor,
-                               chunk_runs=args.chunk_runs, progress=not args.no_progress,
-                               write=args.write)
-    final, history = runner.load_tables(out)
-    tables = _analyse(study, out, final, history)
-    figure_paths = _figures(study, out, final, history, tables)
-    _where(out, tables, figure_paths, _report(study, out, final, tables, figure_paths))
+        done = pipeline.run(study, out=_out(study, args), quick=args.quick, runs=args.runs,
+                            seed=args.seed, threads=threads, executor=executor,
+                            chunk_runs=args.chunk_runs, progress=not args.no_progress,
+                            write=args.write)
+    _where(done.out, done.tables, done.figures, done.report)
     return 0
 
 
@@ -151,8 +88,8 @@ def _redraw(args) -> int:
     """Redraw a study's figures from its saved tables."""
     study = runner.load_study(args.study)
     out = _out(study, args)
-    final, history, tables = _saved_tables(study, out)
-    _where(out, tables, _figures(study, out, final, history, tables))
+    tables = pipeline.load(out).tables
+    _where(out, tables, pipeline.draw(study, out, tables))
     return 0
 
 
@@ -160,9 +97,9 @@ def _rewrite_report(args) -> int:
     """Rewrite a study's report from its saved tables and figures."""
     study = runner.load_study(args.study)
     out = _out(study, args)
-    final, _, tables = _saved_tables(study, out)
-    figure_paths = [out / p for p in _manifest(out).get("figures", [])]
-    _where(out, tables, figure_paths, _report(study, out, final, tables, figure_paths))
+    saved = pipeline.load(out)
+    _where(out, saved.tables, saved.figures,
+           pipeline.write_report(study, out, saved.tables, saved.figures))
     return 0
 
 

@@ -8,6 +8,7 @@ the point of it nearest to an endpoint by a local optimization started from the 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,6 +25,9 @@ __all__ = [
     "RankCompletion",
     "nearest_rank_r_completion",
     "hyperbola_coordinates",
+    "is_hyperbola_task",
+    "Symmetries",
+    "symmetries",
     "endpoint_matrices",
 ]
 
@@ -236,6 +240,12 @@ def _augmented_lagrangian(problem, W, A, B, tol, outer=30):
     return X
 
 
+def is_hyperbola_task(problem) -> bool:
+    """Whether ``problem`` is the 2x2 task observing exactly w11 = w22 = 1 (Cohen, Menon &
+    Veraszto 2023), whose rank-1 solutions form the hyperbola ab = 1."""
+    return problem.shape == (2, 2) and dict(problem.entries) == {(0, 0): 1.0, (1, 1): 1.0}
+
+
 def hyperbola_coordinates(final, problem=None) -> pd.DataFrame:
     """Curve coordinates of endpoints of the 2x2 diagonal task (w11 = w22 = 1).
 
@@ -262,7 +272,7 @@ def hyperbola_coordinates(final, problem=None) -> pd.DataFrame:
     """
     if problem is not None:
         _check_problem(problem)
-        if problem.shape != (2, 2) or dict(problem.entries) != {(0, 0): 1.0, (1, 1): 1.0}:
+        if not is_hyperbola_task(problem):
             raise ValueError(f"hyperbola coordinates need the 2x2 diagonal task, got {problem!r}")
     missing = {"w_0_1", "w_1_0"} - set(final.columns)
     if missing:
@@ -274,6 +284,89 @@ def hyperbola_coordinates(final, problem=None) -> pd.DataFrame:
         t = np.where(ok, 0.5 * (np.log(np.abs(a)) - np.log(np.abs(b))), np.nan)
     return pd.DataFrame({"branch": np.where(ok, np.sign(a), 0).astype(np.int8), "t": t,
                          "hyperbola_dist": np.abs(1.0 - a * b)}, index=final.index)
+
+
+_SYMMETRY_SEARCH = 4
+"""Signed permutations are searched for problems of at most this many rows and columns."""
+
+
+@dataclass(frozen=True)
+class Symmetries:
+    """Maps g(W) = P op(W) Q^T of a completion problem onto itself: P, Q signed permutation
+    matrices, op the identity or (square problems) the transpose, such that g maps the set of
+    exact completions onto itself. They preserve singular values, hence every quantity of
+    g^N (volume density, orbit volume) and the loss.
+
+    Attributes
+    ----------
+    left : ndarray (n, rows, rows)
+    right : ndarray (n, cols, cols)
+    transpose : ndarray (n,) of bool
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    transpose: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.transpose)
+
+    def __call__(self, W) -> np.ndarray:
+        """Images of W (..., rows, cols) under every map: shape (n, ..., rows, cols)."""
+        W = np.asarray(W, dtype=np.float64)
+        out = []
+        for P, Q, t in zip(self.left, self.right, self.transpose):
+            out.append(P @ (np.swapaxes(W, -1, -2) if t else W) @ Q.T)
+        return np.stack(out)
+
+
+def symmetries(problem) -> Symmetries:
+    """The symmetries of ``problem`` among signed permutations of rows and columns, composed
+    with the transpose for square problems (see :class:`Symmetries`).
+
+    A map W -> P W Q^T, with P e_i = s_i e_pi(i), Q e_j = t_j e_sigma(j), preserves the problem
+    when it maps Omega onto Omega and s_i t_j b_ij = b_pi(i)sigma(j) on Omega (with the
+    transpose first: the same for the transposed observations). Exhaustive for problems of at
+    most 4 rows and 4 columns; larger problems get the identity and, when it is a symmetry, the
+    transpose (a random problem has no other; a structured large problem would need its own).
+
+    Examples: the 2x2 diagonal task has W -> D W D (D = diag(+-1)), the swap of both rows
+    and both columns, and the transposes of these; the 3x3 unit diagonal has W -> D P W P^T D
+    (P a permutation) and their transposes. Each map is listed twice ((P, Q) and (-P, -Q)).
+    """
+    _check_problem(problem)
+    rows, cols = problem.shape
+    B = np.where(problem.mask, problem.targets, np.nan)
+    bases = [(False, B)] + ([(True, B.T)] if problem.is_square else [])
+    small = max(rows, cols) <= _SYMMETRY_SEARCH
+    row_perms = list(itertools.permutations(range(rows))) if small else [tuple(range(rows))]
+    col_perms = list(itertools.permutations(range(cols))) if small else [tuple(range(cols))]
+    row_signs = (np.array(list(itertools.product((1.0, -1.0), repeat=rows))) if small
+                 else np.ones((1, rows)))
+    col_signs = (np.array(list(itertools.product((1.0, -1.0), repeat=cols))) if small
+                 else np.ones((1, cols)))
+    left, right, trans = [], [], []
+    for t, base in bases:
+        observed = ~np.isnan(base)
+        for pi in row_perms:
+            for sigma in col_perms:
+                image = B[np.ix_(pi, sigma)]  # image[i, j] = b at (pi(i), sigma(j))
+                if not np.array_equal(~np.isnan(image), observed):
+                    continue
+                i, j = np.nonzero(observed)
+                # s_i t_j base_ij == image_ij for every sign pair at once
+                lhs = row_signs[:, None, i] * col_signs[None, :, j] * base[i, j]
+                good = np.all(lhs == image[i, j], axis=-1)
+                for a, b in zip(*np.nonzero(good)):
+                    P = np.zeros((rows, rows))
+                    P[list(pi), range(rows)] = row_signs[a]
+                    Q = np.zeros((cols, cols))
+                    Q[list(sigma), range(cols)] = col_signs[b]
+                    left.append(P)
+                    right.append(Q)
+                    trans.append(t)
+    return Symmetries(np.array(left), np.array(right), np.array(trans, dtype=bool))
 
 
 def endpoint_matrices(final, shape) -> np.ndarray:
