@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["write_report", "markdown_table"]
+__all__ = ["write_report", "markdown_table", "verdict_summary"]
 
 VERDICTS = "verdicts"
 """Name of the analysis table holding the statistics layer's verdict (one row per hypothesis)."""
 VERDICT_COLUMNS = ("hypothesis", "statistic", "value", "ci_low", "ci_high", "p_value", "n",
-                   "n_excluded", "result")
-"""Columns of :func:`dlnmc.stats.hypotheses`; a study's own columns (depth, setting, ...) are
-shown before them."""
+                   "n_excluded", "excluded", "holds", "result")
+"""Columns of :func:`dlnmc.stats.hypotheses`; a study's own columns (depth, setting, ...) key
+the cells."""
 MAX_ROWS = 60
 """Longer tables are shown by their first MAX_ROWS rows (the full tables are the parquet files
 that ``dlnmc run`` writes to ``out/tables/``)."""
@@ -54,6 +54,23 @@ def _section(title, df) -> list[str]:
     return lines + [""]
 
 
+def verdict_summary(verdicts) -> pd.DataFrame:
+    """One row per cell (the study's own columns), one column per hypothesis: ``holds`` /
+    ``fails`` / ``n/a`` with the verdict's value and the number of runs it used, e.g.
+    ``fails (0.12, n 994)``."""
+    own = [c for c in verdicts.columns if c not in VERDICT_COLUMNS]
+
+    def text(row):
+        word = "n/a" if pd.isna(row["holds"]) else "holds" if row["holds"] else "fails"
+        value = "" if pd.isna(row["value"]) else f"{row['value']:.3g}, "
+        return f"{word} ({value}n {row['n']})"
+
+    cells = verdicts.assign(verdict=verdicts.apply(text, axis=1))
+    wide = cells.pivot_table(index=own, columns="hypothesis", values="verdict", aggfunc="first",
+                             sort=False)
+    return wide.reset_index().rename_axis(columns=None)
+
+
 def _grid_table(cells) -> pd.DataFrame:
     def text(mapping):
         return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -79,8 +96,10 @@ def write_report(study, out, tables, figure_paths, cells=None) -> Path:
     out : path
         The study's output folder; figure links are written relative to it.
     tables : dict of str -> DataFrame
-        The analysis tables of ``study.analyse``; a table named ``"verdicts"`` (the statistics
-        layer's verdict) gets its own section first.  Tables longer than :data:`MAX_ROWS` are
+        The analysis tables of ``study.analyse``.  A study with a ``findings(tables)`` function
+        (sentences, each naming the table it comes from) gets them first; a table named
+        ``"verdicts"`` (the statistics layer's verdicts) is summarized next
+        (:func:`verdict_summary`).  Tables longer than :data:`MAX_ROWS` are
         cut to their first rows, with a note.
     figure_paths : list of path
         The figures of ``study.figures``.
@@ -92,10 +111,15 @@ def write_report(study, out, tables, figure_paths, cells=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cells = study.cells(False) if cells is None else cells
     parts = [f"# {study.NAME}", "", study.DESCRIPTION.strip(), ""]
+    if hasattr(study, "findings"):
+        parts += ["## Findings", ""] + [f"- {line}" for line in study.findings(tables)] + [""]
     if VERDICTS in tables:
-        verdicts = tables[VERDICTS]
-        own = [c for c in verdicts.columns if c not in VERDICT_COLUMNS]
-        parts += _section("Verdicts", verdicts[own + [c for c in verdicts.columns if c not in own]])
+        parts += _section("Verdicts", verdict_summary(tables[VERDICTS]))
+        parts += ["Value: the norm and rank rows give the fraction of finished runs at the "
+                  "minimum nuclear norm / at the lowest completion rank, the volume row its "
+                  "test statistic; the reasons, intervals and exclusions of every row are in "
+                  "`tables/verdicts.parquet` (columns `result`, `ci_low`, `ci_high`, "
+                  "`excluded`).", ""]
     parts += _section("Grid", _grid_table(cells))
     for name, df in tables.items():
         if name != VERDICTS:

@@ -399,9 +399,10 @@ def test_endpoint_status_labels_every_row_by_one_rule():
     rc = make_final(W, 3, loss=1e-4 / 2)
     assert stats.endpoint_status(rc, razin_cohen_2x2()).astype(str).tolist() == [
         "bounded", "unbounded"]
-    counts = stats.status_counts(stats.endpoint_status(final, diagonal_2x2()))
-    assert counts["n_on_curve"] == 1 and counts["n_not_converged"] == 2
-    assert sum(counts.values()) == len(final)
+    counts = stats.status_counts(stats.endpoint_status(final, diagonal_2x2()), diagonal_2x2())
+    assert counts == {"n_diverged": 1, "n_stuck_at_origin": 1, "n_not_converged": 2,
+                      "n_on_curve": 1, "n_off_curve": 1}
+    assert sum(stats.status_counts(stats.endpoint_status(final, diagonal_2x2())).values()) == 6
 
 
 def test_hypotheses_on_the_hyperbola_hold_and_fail_on_planted_samples():
@@ -420,7 +421,8 @@ def test_hypotheses_on_the_hyperbola_hold_and_fail_on_planted_samples():
     W = endpoint_matrices(final, (2, 2))[:n]
     sv = np.linalg.svd(W, compute_uv=False)
     assert table["value"].iloc[0] == pytest.approx(np.mean(sv.sum(axis=1) <= 2 * 1.01))
-    assert table["value"].iloc[1] == pytest.approx(np.mean(effective_rank(sv) < 1.5))
+    assert table["value"].iloc[1] == pytest.approx(
+        np.mean(sv[:, 1] < 0.05 * np.linalg.norm(sv, axis=1)))
     assert "r_min = 1" in table["result"].iloc[1]
     assert table["holds"].tolist() == [False, True, True]  # most |t| > 0: norm above 2
     volume = table.iloc[2]
@@ -429,6 +431,13 @@ def test_hypotheses_on_the_hyperbola_hold_and_fail_on_planted_samples():
     again = hypotheses(packed, diagonal_2x2(), n_boot=50)
     assert again["holds"].tolist() == [True, True, False]
     assert again["p_value"].iloc[2] < 1e-6
+    # the segment a = b, |a| < 0.8, of minimum nuclear norm completions (N = 2 from small init):
+    # norm holds, rank fails (s_2 / s_1 = (1 - |a|) / (1 + |a|) > 0.1), and nothing is on the curve
+    a = rng.uniform(-0.8, 0.8, 50)
+    segment = make_final(np.stack([[[1.0, x], [x, 1.0]] for x in a]), 2)
+    seg = hypotheses(segment, diagonal_2x2(), n_boot=0)
+    assert seg["holds"].tolist()[:2] == [True, False] and pd.isna(seg["holds"].iloc[2])
+    assert seg["n"].tolist() == [50, 50, 0] and seg["excluded"].iloc[2] == "off_curve 50"
 
 
 def test_hyperbola_volume_verdict_is_calibrated():

@@ -14,14 +14,14 @@ simulates.
 """
 from dlnmc.stats.clustering import clusters
 from dlnmc.stats.descriptors import describe
-from dlnmc.stats.filters import (ON_CURVE_TOL, STATUS_LABELS, endpoint_status, status_counts,
-                                 usable_rows)
+from dlnmc.stats.filters import (EXCLUSIONS, ON_CURVE_TOL, STATUS_LABELS, endpoint_status,
+                                 status_counts, usable_rows)
 from dlnmc.stats.fit import compare
 from dlnmc.stats.nuclear import NuclearCompletion, min_nuclear_norm_completion
 from dlnmc.stats.verdicts import hypotheses
 
 __all__ = [
     "NuclearCompletion", "min_nuclear_norm_completion", "usable_rows", "endpoint_status",
-    "status_counts", "ON_CURVE_TOL", "STATUS_LABELS", "describe", "compare", "clusters",
+    "status_counts", "ON_CURVE_TOL", "STATUS_LABELS", "EXCLUSIONS", "describe", "compare", "clusters",
     "hypotheses",
 ]

@@ -43,9 +43,10 @@ class Family:
     ----------
     name : str
     matches : callable(problem) -> bool
+    labels : tuple of str
+        The labels (from :data:`dlnmc.stats.filters.STATUS_LABELS`) it gives finished rows.
     refine : callable(final, curve_tol) -> labels
-        Labels (from :data:`dlnmc.stats.filters.STATUS_LABELS`) of the finished rows of
-        ``final``.
+        Those labels for the finished rows of ``final``.
     volume_rows : tuple of str
         The labels of the rows the volume hypothesis speaks of (its premise: endpoints at or
         near a minimizer at finite distance).
@@ -56,6 +57,7 @@ class Family:
 
     name: str
     matches: Callable
+    labels: tuple
     refine: Callable
     volume_rows: tuple
     volume_test: Callable | None
@@ -165,11 +167,14 @@ def volume_by_clusters(final, problem, depth, window=None, eps=None, n_boot=1000
 
 
 FAMILIES = (
-    Family("hyperbola", is_hyperbola_task, _on_curve, ("on_curve",), volume_on_hyperbola),
-    Family("razin_cohen", _is_razin_cohen_task, _det_sign, ("bounded",), volume_by_clusters),
-    Family("square", lambda problem: problem.is_square, _converged, ("converged",),
-           volume_by_clusters),
-    Family("rectangular", lambda problem: True, _converged, ("converged",), None),
+    Family("hyperbola", is_hyperbola_task, ("on_curve", "off_curve"), _on_curve, ("on_curve",),
+           volume_on_hyperbola),
+    Family("razin_cohen", _is_razin_cohen_task, ("bounded", "unbounded"), _det_sign,
+           ("bounded",), volume_by_clusters),
+    Family("square", lambda problem: problem.is_square, ("converged",), _converged,
+           ("converged",), volume_by_clusters),
+    Family("rectangular", lambda problem: True, ("converged",), _converged, ("converged",),
+           None),
 )
 """The registry, most specific first."""
 

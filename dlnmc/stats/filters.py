@@ -95,10 +95,15 @@ def endpoint_status(final, problem, curve_tol=ON_CURVE_TOL) -> pd.Series:
                      name="endpoint_status")
 
 
-def status_counts(status, prefix="n_") -> dict[str, int]:
-    """``{"n_<label>": count}`` for every label of :data:`STATUS_LABELS` (zeros included)."""
+def status_counts(status, problem=None) -> dict[str, int]:
+    """``{"n_<label>": count}`` (zeros included) for the labels :func:`endpoint_status` can give
+    on ``problem``'s family (the exclusions, then the family's labels), or for every label of
+    :data:`STATUS_LABELS` when ``problem`` is None."""
+    from dlnmc.stats.families import family
+
+    labels = STATUS_LABELS if problem is None else EXCLUSIONS + family(problem).labels
     counts = pd.Series(status).value_counts()
-    return {f"{prefix}{label}": int(counts.get(label, 0)) for label in STATUS_LABELS}
+    return {f"n_{label}": int(counts.get(label, 0)) for label in labels}
 
 
 def excluded_text(status, kept) -> str:

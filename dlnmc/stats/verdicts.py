@@ -14,6 +14,11 @@ from dlnmc.stats.nuclear import lowest_completion_rank, min_nuclear_norm_complet
 
 __all__ = ["hypotheses", "majority"]
 
+RANK_TOL = 0.05
+"""A trajectory ends at rank r when its Frobenius distance to the nearest matrix of rank r (the
+root sum of squares of the singular values beyond the r largest) is below RANK_TOL ||W||_F: a
+stated 5%, the same for every problem (a 2x2 endpoint then has s_2 / s_1 < 0.05, erank < 1.21)."""
+
 COLUMNS = ["hypothesis", "statistic", "value", "ci_low", "ci_high", "p_value", "n",
            "n_excluded", "excluded", "holds", "result"]
 
@@ -41,9 +46,9 @@ def _norm(d, norm_tol, level) -> Verdict:
                           f"{_decided(holds)}")
 
 
-def _rank(d, problem, level) -> Verdict:
+def _rank(d, problem, rank_tol, level) -> Verdict:
     n = len(d)
-    statistic = "fraction with erank < r_min + 1/2"
+    statistic = f"fraction within {rank_tol:g} (relative) of rank r_min"
     erank = d["erank"].to_numpy()
     q1, q2, q3 = np.quantile(erank, [0.25, 0.5, 0.75])
     spread = f"erank median {q2:.4g} (quartiles {q1:.4g}, {q3:.4g})"
@@ -54,16 +59,18 @@ def _rank(d, problem, level) -> Verdict:
     if r_min == min(problem.shape):
         return Verdict(statistic, result=f"{spread}; every completion found has full rank "
                                          f"{r_min}: the rank hypothesis has nothing to choose")
-    k = int(np.sum(erank < r_min + 0.5))
+    relative = d[f"dist_rank_{r_min}"].to_numpy() / d["norm_frobenius"].to_numpy()
+    k = int(np.sum(relative < rank_tol))
     lo, hi, holds = majority(k, n, level)
     return Verdict(statistic, k / n, lo, hi, holds=holds,
                    result=f"{spread}; lowest completion rank found r_min = {r_min}; {k} of {n} "
-                          f"trajectories have erank nearer r_min than r_min + 1: the rank "
-                          f"hypothesis {_decided(holds)}")
+                          f"trajectories end within {rank_tol:g} x ||W||_F of a matrix of rank "
+                          f"r_min: the rank hypothesis {_decided(holds)}")
 
 
 def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None, n_boot=1000,
-               seed=0, level=0.95, described=None, curve_tol=ON_CURVE_TOL) -> pd.DataFrame:
+               seed=0, level=0.95, described=None, curve_tol=ON_CURVE_TOL,
+               rank_tol=RANK_TOL) -> pd.DataFrame:
     """Verdict table: one row per hypothesis (norm, rank, volume) on one cell's endpoints.
 
     Every row says which trajectories it used (``n``), how many it excluded and why
@@ -74,8 +81,8 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
     - norm (Gunasekar et al. 2017): the fraction of finished trajectories whose nuclear norm
       is within ``norm_tol`` (relative) of the minimum m* over completions; holds when its
       Clopper-Pearson interval lies above 1/2 (most trajectories), fails below.
-    - rank (Razin & Cohen 2020): the fraction of finished trajectories whose effective rank is
-      nearer the lowest completion rank r_min than r_min + 1 (r_min found by
+    - rank (Razin & Cohen 2020): the fraction of finished trajectories within ``rank_tol``
+      (relative Frobenius distance) of a matrix of the lowest completion rank r_min (found by
       :func:`dlnmc.manifold.nearest_rank_r_completion` from the minimum nuclear norm
       completion; problems of at most 100 entries); the same majority rule; NA when every
       completion has full rank (nothing to choose) or the search did not run.
@@ -101,6 +108,8 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
         The output of :func:`describe` for ``final`` (computed when absent).
     curve_tol : float
         Tolerance of "on the curve" (:func:`dlnmc.stats.endpoint_status`).
+    rank_tol : float
+        Relative distance to rank r_min still counted as rank r_min (:data:`RANK_TOL`).
     """
     _check_problem(problem)
     check_level(level)
@@ -114,7 +123,7 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
             else describe(final, problem, depth, min_nuclear_norm_completion(problem)))
     kept_finished = [label for label in STATUS_LABELS if label not in EXCLUSIONS]
     rows = [("norm", finished, _norm(desc[finished], norm_tol, level), kept_finished),
-            ("rank", finished, _rank(desc[finished], problem, level), kept_finished)]
+            ("rank", finished, _rank(desc[finished], problem, rank_tol, level), kept_finished)]
     fam = family(problem)
     premise = np.isin(status, fam.volume_rows)
     if fam.volume_test is None:
