@@ -312,6 +312,15 @@ class Symmetries:
     def count(self) -> int:
         return len(self.transpose)
 
+    @property
+    def is_identity(self) -> np.ndarray:
+        """Which maps are the identity (P = Q = +-I, no transpose): shape (n,)."""
+        eye_l, eye_r = np.eye(self.left.shape[1]), np.eye(self.right.shape[1])
+        same = [(~t and ((np.array_equal(P, eye_l) and np.array_equal(Q, eye_r))
+                         or (np.array_equal(P, -eye_l) and np.array_equal(Q, -eye_r))))
+                for P, Q, t in zip(self.left, self.right, self.transpose)]
+        return np.array(same, dtype=bool)
+
     def __call__(self, W) -> np.ndarray:
         """Images of W (..., rows, cols) under every map: shape (n, ..., rows, cols)."""
         W = np.asarray(W, dtype=np.float64)

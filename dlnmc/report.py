@@ -23,6 +23,8 @@ that ``dlnmc run`` writes to ``out/tables/``)."""
 
 
 def _cell_text(value, digits) -> str:
+    if value is pd.NA:
+        return "NA"
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, (bool, np.bool_)):
@@ -55,9 +57,9 @@ def _section(title, df) -> list[str]:
 
 
 def verdict_summary(verdicts) -> pd.DataFrame:
-    """One row per cell (the study's own columns), one column per hypothesis: ``holds`` /
-    ``fails`` / ``n/a`` with the verdict's value and the number of runs it used, e.g.
-    ``fails (0.12, n 994)``."""
+    """One row per cell (the study's own columns), one column ``<hypothesis>_verdict`` per
+    hypothesis: ``holds`` / ``fails`` / ``n/a`` with the verdict's value and the number of runs
+    it used, e.g. ``fails (0.12, n 994)``."""
     own = [c for c in verdicts.columns if c not in VERDICT_COLUMNS]
 
     def text(row):
@@ -65,7 +67,8 @@ def verdict_summary(verdicts) -> pd.DataFrame:
         value = "" if pd.isna(row["value"]) else f"{row['value']:.3g}, "
         return f"{word} ({value}n {row['n']})"
 
-    cells = verdicts.assign(verdict=verdicts.apply(text, axis=1))
+    cells = verdicts.assign(verdict=verdicts.apply(text, axis=1),
+                            hypothesis=verdicts["hypothesis"] + "_verdict")
     wide = cells.pivot_table(index=own, columns="hypothesis", values="verdict", aggfunc="first",
                              sort=False)
     return wide.reset_index().rename_axis(columns=None)

@@ -516,8 +516,9 @@ def test_hypotheses_bad_inputs():
     final = make_final(W, 4)
     with pytest.raises(ValueError, match="depths"):
         hypotheses(make_final(W, np.arange(len(W)) % 2 + 2), diagonal_3x3())
-    with pytest.raises(ValueError, match="finished"):
-        hypotheses(make_final(W, 4, ["max_steps"] * len(W), 3.0), diagonal_3x3())
+    stuck = hypotheses(make_final(W, 4, ["max_steps"] * len(W), 3.0), diagonal_3x3())
+    assert stuck["holds"].isna().all() and (stuck["n"] == 0).all()
+    assert (stuck["excluded"] == f"stuck_at_origin {len(W)}").all()
     with pytest.raises(ValueError):
         describe(final, CompletionProblem((2, 2), {(0, 0): 1.0}))
 
@@ -538,3 +539,19 @@ def test_clusters_small_class_cannot_define_the_largest_volume():
     assert loose["is_max_volume"].iloc[-1] and not loose["is_max_volume"].iloc[:3].any()
     assert loose["log_volume_density_reg"].iloc[-1] == pytest.approx(
         brute_log_volume_reg(lone, 3), rel=1e-8)
+
+
+def test_symmetry_classes_do_not_chain_neighbours():
+    """The segment S(a) = [[1, a, 0], [a, 1, 0], [0, 0, 0]] of diag(1, 1, 0): complete linkage
+    cuts it into pieces; a piece joins only its mirror image S(-a) (W -> D W D), never its
+    neighbours, so there are about half as many classes as pieces."""
+    a = np.linspace(-1, 1, 400)
+    W = np.zeros((400, 3, 3))
+    W[:, 0, 0] = W[:, 1, 1] = 1.0
+    W[:, 0, 1] = W[:, 1, 0] = a
+    out = clusters(make_final(W, 2), diagonal_3x3((1.0, 1.0, 0.0)), threshold=0.3)
+    pieces, classes = len(out), out["symmetry_class"].nunique()
+    assert pieces >= 6 and pieces / 2 <= classes <= pieces / 2 + 1
+    for _, members in out.groupby("symmetry_class"):
+        mirrored = np.sort(members["w_0_1"].to_numpy())
+        assert len(members) <= 2 and np.allclose(mirrored, -mirrored[::-1], atol=0.3)

@@ -57,9 +57,13 @@ def _diameter(X) -> float:
     return float(pdist(X).max()) if len(X) > 1 else 0.0
 
 
-def _symmetry_classes(centres, maps, threshold) -> np.ndarray:
-    """Class id per centre: centres i and j share a class when a symmetry g of the problem maps
-    centre i to within ``threshold`` of centre j (union-find over all pairs)."""
+def _symmetry_classes(centres, maps, X, member_of, threshold) -> np.ndarray:
+    """Class id per centre: a symmetry g of the problem other than the identity links cluster i
+    to the cluster of the endpoint nearest to g(centre i) (when that endpoint lies within
+    ``threshold``); classes are the connected groups of links (union-find). Each (cluster, g)
+    makes one link, to where the image actually lands, so the pieces of a continuum join only
+    their images, never their neighbours (with the identity, or with every cluster within
+    ``threshold`` of an image, they would chain)."""
     k = len(centres)
     parent = np.arange(k)
 
@@ -68,10 +72,12 @@ def _symmetry_classes(centres, maps, threshold) -> np.ndarray:
             i = parent[i]
         return i
 
-    images = maps(centres)  # (n_maps, k, rows, cols)
-    close = np.linalg.norm(images[:, :, None] - centres[None, None], axis=(-2, -1)) <= threshold
-    for i, j in zip(*np.nonzero(close.any(axis=0))):
-        parent[root(i)] = root(j)
+    images = maps(centres)[~maps.is_identity]  # (n_maps, k, rows, cols)
+    dist, nearest = cKDTree(X).query(images.reshape(-1, X.shape[1]))
+    links = zip(np.tile(np.arange(k), len(images)), member_of[nearest], dist)
+    for i, j, d in links:
+        if d <= threshold:
+            parent[root(i)] = root(j)
     roots = np.array([root(i) for i in range(k)])
     return np.unique(roots, return_inverse=True)[1].astype(np.int64)
 
@@ -160,7 +166,10 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     log_reg = geometry.log_volume_density((U * s_reg[:, None, :]) @ Vt, depth)
 
     maps = symmetries(problem)
-    cls = _symmetry_classes(centres, maps, threshold)
+    member_of = np.empty(len(X), dtype=np.int64)
+    for position, m in enumerate(members):
+        member_of[m] = position
+    cls = _symmetry_classes(centres, maps, X, member_of, threshold)
     class_size = np.bincount(cls, weights=sizes)
     class_volume = np.array([log_reg[cls == c].max() for c in range(len(class_size))])
     eligible = class_size >= min(int(min_size), class_size.max())

@@ -76,7 +76,7 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
     Every row says which trajectories it used (``n``), how many it excluded and why
     (``n_excluded``, ``excluded``: labels of :func:`dlnmc.stats.endpoint_status` with counts),
     and whether the hypothesis ``holds`` (True, False, or NA: not testable here or undecided,
-    the reason in ``result``).
+    the reason in ``result``). With fewer than two finished trajectories every row is NA.
 
     - norm (Gunasekar et al. 2017): the fraction of finished trajectories whose nuclear norm
       is within ``norm_tol`` (relative) of the minimum m* over completions; holds when its
@@ -115,17 +115,19 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
     check_level(level)
     status = endpoint_status(final, problem, curve_tol).to_numpy()
     finished = ~np.isin(status, EXCLUSIONS)
+    kept_finished = [label for label in STATUS_LABELS if label not in EXCLUSIONS]
+    fam = family(problem)
+    premise = np.isin(status, fam.volume_rows)
     if finished.sum() < 2:
-        raise ValueError(f"need at least 2 finished trajectories, got {int(finished.sum())} "
-                         f"(excluded: {excluded_text(status, ())})")
+        none = Verdict("", result=f"{int(finished.sum())} finished trajectories: nothing to test")
+        rows = [("norm", finished, none, kept_finished), ("rank", finished, none, kept_finished),
+                ("volume", premise, none, list(fam.volume_rows))]
+        return _table(rows, status)
     depth = single_depth(final[finished], depth)
     desc = (described if described is not None
             else describe(final, problem, depth, min_nuclear_norm_completion(problem)))
-    kept_finished = [label for label in STATUS_LABELS if label not in EXCLUSIONS]
     rows = [("norm", finished, _norm(desc[finished], norm_tol, level), kept_finished),
             ("rank", finished, _rank(desc[finished], problem, rank_tol, level), kept_finished)]
-    fam = family(problem)
-    premise = np.isin(status, fam.volume_rows)
     if fam.volume_test is None:
         volume = Verdict("volume", result="g^N has no volume density on rectangular matrices")
     elif premise.sum() < 2:
@@ -135,6 +137,11 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
         volume = fam.volume_test(final[premise], problem, depth, window=window, eps=eps,
                                  n_boot=n_boot, seed=seed, level=level, curve_tol=curve_tol)
     rows.append(("volume", premise, volume, list(fam.volume_rows)))
+    return _table(rows, status)
+
+
+def _table(rows, status) -> pd.DataFrame:
+    """The verdict table from (hypothesis, rows kept, Verdict, labels kept) tuples."""
     out = pd.DataFrame(
         [(name, v.statistic, v.value, v.ci_low, v.ci_high, v.p_value, int(kept.sum()),
           int((~kept).sum()), excluded_text(status, labels), v.holds, v.result)
