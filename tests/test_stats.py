@@ -555,3 +555,12 @@ def test_symmetry_classes_do_not_chain_neighbours():
     for _, members in out.groupby("symmetry_class"):
         mirrored = np.sort(members["w_0_1"].to_numpy())
         assert len(members) <= 2 and np.allclose(mirrored, -mirrored[::-1], atol=0.3)
+
+
+def test_volume_verdict_needs_a_pile_up():
+    """Endpoints scattered over the completions (no class of 5): the volume verdict is NA, not
+    decided by which singleton happens to be counted first."""
+    rng = np.random.default_rng(17)
+    W = np.where(np.eye(3, dtype=bool), 1.0, rng.uniform(-3, 3, (12, 3, 3)))
+    volume = hypotheses(make_final(W, 3), diagonal_3x3(), n_boot=0).iloc[2]
+    assert pd.isna(volume["holds"]) and "pile up nowhere" in volume["result"]

@@ -195,5 +195,6 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     cols["is_max_volume"] = cls == top
     out = pd.DataFrame(cols)
     out.attrs = {"dlnmc_stats": {"threshold": float(threshold), "n_excluded": int((~ok).sum()),
-                                 "depth": float(depth), "symmetries": int(maps.count)}}
+                                 "depth": float(depth), "symmetries": int(maps.count),
+                                 "min_size": int(min_size)}}
     return out

@@ -139,8 +139,10 @@ def volume_by_clusters(final, problem, depth, window=None, eps=None, n_boot=1000
     symmetry class of clusters of largest predicted volume (:func:`dlnmc.stats.clusters`)?
 
     Holds when the heaviest class (by number of endpoints) is the class of largest
-    regularized volume density; fails otherwise; not testable with one class. The statistic
-    is the mass of the largest-volume class, with a Clopper-Pearson interval.
+    regularized volume density; fails when another class is heavier; not testable with one
+    class or when no class holds ``min_size`` runs of :func:`clusters` (nothing piles up);
+    undecided when the largest-volume class ties for the most runs. The statistic is the mass
+    of the largest-volume class, with a Clopper-Pearson interval.
     """
     statistic = "fraction in the symmetry class of largest predicted volume"
     cl = clusters(final, problem, depth, seed=seed)
@@ -154,16 +156,25 @@ def volume_by_clusters(final, problem, depth, window=None, eps=None, n_boot=1000
         return Verdict(statistic, result=f"{where}: one class, nothing for the volume "
                                          "hypothesis to choose between")
     top = classes[classes["max_volume"]].iloc[0]
-    heavy = classes.loc[classes["size"].idxmax()]
     k = int(top["size"])
     ci = sst.binomtest(k, n).proportion_ci(level)
-    holds = bool(heavy.name == top.name)
-    verdict = ("the heaviest class is it: the volume hypothesis holds" if holds
+    most = classes["size"].max()
+    heaviest = classes[classes["size"] == most]
+    min_size = cl.attrs["dlnmc_stats"]["min_size"]
+    found = (f"{where}; the class of largest predicted volume ({top['clusters']} clusters, "
+             f"centre rank {top['rank']}) holds {100 * k / n:.1f}%; ")
+    if most < min_size:
+        return Verdict(statistic, k / n, ci.low, ci.high, result=found + (
+            f"no class holds {min_size} runs: the endpoints pile up nowhere, not testable"))
+    if len(heaviest) > 1 and top.name in heaviest.index:
+        return Verdict(statistic, k / n, ci.low, ci.high, result=found + (
+            f"{len(heaviest)} classes tie for the most runs ({most}): undecided"))
+    holds = bool(top.name in heaviest.index)
+    heavy = heaviest.iloc[0]
+    verdict = ("it is the heaviest class: the volume hypothesis holds" if holds
                else f"the heaviest class holds {100 * heavy['size'] / n:.1f}% (centre rank "
                     f"{heavy['rank']}): the volume hypothesis fails")
-    return Verdict(statistic, k / n, ci.low, ci.high, math.nan, holds,
-                   f"{where}; the class of largest predicted volume ({top['clusters']} clusters, "
-                   f"centre rank {top['rank']}) holds {100 * k / n:.1f}%; " + verdict)
+    return Verdict(statistic, k / n, ci.low, ci.high, math.nan, holds, found + verdict)
 
 
 FAMILIES = (
