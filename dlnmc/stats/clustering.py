@@ -58,28 +58,23 @@ def _diameter(X) -> float:
 
 
 def _symmetry_classes(centres, maps, X, member_of, threshold) -> np.ndarray:
-    """Class id per centre: a symmetry g of the problem other than the identity links cluster i
-    to the cluster of the endpoint nearest to g(centre i) (when that endpoint lies within
-    ``threshold``); classes are the connected groups of links (union-find). Each (cluster, g)
-    makes one link, to where the image actually lands, so the pieces of a continuum join only
-    their images, never their neighbours (with the identity, or with every cluster within
-    ``threshold`` of an image, they would chain)."""
-    k = len(centres)
-    parent = np.arange(k)
-
-    def root(i):
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    images = maps(centres)[~maps.is_identity]  # (n_maps, k, rows, cols)
-    dist, nearest = cKDTree(X).query(images.reshape(-1, X.shape[1]))
-    links = zip(np.tile(np.arange(k), len(images)), member_of[nearest], dist)
-    for i, j, d in links:
-        if d <= threshold:
-            parent[root(i)] = root(j)
-    roots = np.array([root(i) for i in range(k)])
-    return np.unique(roots, return_inverse=True)[1].astype(np.int64)
+    """Class id per centre (centres heaviest first): each class is one orbit. The heaviest
+    cluster not yet in a class starts one, and takes in every cluster not yet in a class where
+    the image of its medoid under a symmetry g of the problem lands (the cluster of the
+    endpoint nearest to g(centre), when that endpoint lies within ``threshold``). No closure
+    is taken over the landings: on a continuum of endpoints the images of neighbouring pieces
+    overlap, and closing over them would chain the whole continuum into one class."""
+    images = maps(centres)[~maps.is_identity].reshape(-1, len(centres), X.shape[1])
+    dist, nearest = cKDTree(X).query(images)
+    landing = np.where(dist <= threshold, member_of[nearest], -1)  # (n_maps, k)
+    cls = np.full(len(centres), -1, dtype=np.int64)
+    for i in range(len(centres)):
+        if cls[i] < 0:
+            cls[i] = cls.max() + 1
+            for j in np.unique(landing[:, i]):
+                if j >= 0 and cls[j] < 0:
+                    cls[j] = cls[i]
+    return cls
 
 
 def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e-6,
@@ -92,7 +87,8 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
     when a symmetry of the problem (:func:`dlnmc.manifold.symmetries`: signed permutations of
     rows and columns, and the transpose, that preserve the observations; they preserve singular
     values and hence g^N) maps one cluster's medoid onto the other's: such clusters form one
-    symmetry class, and the classes are compared by their predicted volume.
+    symmetry class (the heaviest cluster and the clusters where its medoid's images land),
+    and the classes are compared by their predicted volume.
 
     Parameters
     ----------
