@@ -2,7 +2,9 @@
 
 Integrates the dynamics of the end-to-end matrix W = W_N ... W_1 itself (REFERENCE.md
 sections 2 and 4) for a batch of trajectories, with the same result tables as
-:func:`dlnmc.simulate`.  Depth N = infinity exists only here.
+:func:`dlnmc.simulate`.  Depth N = infinity exists only here.  Square W with a small singular
+value are integrated in SVD coordinates, so that det W keeps its sign and its size is resolved
+in relative terms however small (``log_abs_det``); :mod:`dlnmc.kernels.flow` says why and when.
 """
 from __future__ import annotations
 
@@ -100,7 +102,11 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
     and for N = inf (logarithmic mean), so rank-deficient W and coincident singular values are
     handled exactly.  Integrator: Dormand-Prince 5(4) with scipy's ``RK45`` error control
     (RMS norm of the local error over ``atol + rtol * |W|``, safety 0.9, step factors in
-    [0.2, 10]), one adaptive step size per trajectory.
+    [0.2, 10]), one adaptive step size per trajectory.  Square W at depth N >= 2 with
+    s_min <= 1e-3 s_max and well separated singular values are integrated in SVD coordinates
+    (log s, U, V) with the error scale ``rtol`` on each (so small singular values, and
+    det W = sign * exp(sum log s), are resolved in relative terms: the sign of det W is kept,
+    as it is by the exact flow; Razin & Cohen 2020); see :mod:`dlnmc.kernels.flow`.
 
     Langevin (``temperature = T > 0``): the Riemannian Langevin equation of REFERENCE.md
     section 4, dW = [-Abar(G) + T rho^{-1} div(rho Abar)] dtau + sqrt(2 T) Abar^{1/2} dB,
@@ -160,13 +166,19 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
         ``final``: the columns of :func:`dlnmc.simulate` (``run``, ``seed``, ``depth``,
         ``lr``, ``init``, ``init_scale``, ``temperature``, ``steps``, ``loss``, ``status``,
         ``w_<i>_<j>``, ``sv_<k>``, ``erank``, square: ``det_init``, ``det``) plus ``time_tau``,
-        the time reached.  Differences: ``depth`` is float64 (so that N = inf is ``inf``;
-        concatenation with engine tables gives float64), ``lr`` is NaN, ``steps`` counts
-        accepted integrator steps.  Status: ``converged`` (loss <= tol), ``max_steps`` (tau
-        reached t_max, or the step budget was spent), ``diverged`` (W not finite, loss above
-        1e12 * max(1, initial loss), or the step size underflowed).  ``history``: ``run``,
-        ``step``, ``time_tau``, ``loss``, ``w_<i>_<j>`` at the checkpoints reached plus the
-        final state.  ``factors``: None.
+        the time reached, and, square, ``log_abs_det``.  ``det`` and ``log_abs_det`` come from
+        the integrator's state: in SVD coordinates sign(det U det V) exp(sum log s) and
+        sum log s (a det below the float64 range underflows to a zero of the right sign, its
+        size stays in ``log_abs_det``), else ``np.linalg.det``/``slogdet`` of the entries;
+        ``sv_<k>`` and ``erank`` are those of the entries.  Differences: ``depth`` is float64
+        (so that N = inf is ``inf``; concatenation with engine tables gives float64), ``lr``
+        is NaN, ``steps`` counts accepted integrator steps.  Status: ``converged`` (loss <=
+        tol), ``max_steps`` (tau reached t_max, or the step budget was spent), ``diverged``
+        (W not finite, loss above 1e12 * max(1, initial loss), or the step size underflowed).
+        ``history``: ``run``,
+        ``step``, ``time_tau``, ``loss``, ``w_<i>_<j>`` (square: ``det``, ``log_abs_det`` from
+        the state as above; dense output in the coordinates of the step) at the checkpoints
+        reached plus the final state.  ``factors``: None.
     """
     runs, tol, seed, first_run, temperature = _check_batch(problem, runs, tol, seed, first_run,
                                                            temperature)
@@ -207,6 +219,9 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
     steps = np.empty(runs, dtype=np.int64)
     loss = np.empty(runs)
     status = np.empty(runs, dtype=np.int8)
+    # log|det W| and sign(det W) carried by the state (SVD coordinates); NaN: from W's entries
+    hist_logdet, hist_sign = np.full((runs, C), np.nan), np.full((runs, C), np.nan)
+    logdet, sign = np.full(runs, np.nan), np.full(runs, np.nan)
     stop = tol if tol > 0 else -np.inf
 
     per_run = (hist_time, hist_step, hist_loss, hist_w, time_tau, steps, loss, status)
@@ -215,6 +230,8 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
         per_run = (noise_keys(seed, run_ids), *per_run)
     else:
         kernel, settings = kernels.flow_batch, (inv_depth, t_max, stop, rtol, atol, max_steps)
+        per_run = (hist_time, hist_step, hist_loss, hist_w, hist_logdet, hist_sign, time_tau,
+                   steps, loss, status, logdet, sign)
 
     def work(s):
         kernel(W[s], i, j, problem.values, *settings, ckpt, *(a[s] for a in per_run))
@@ -239,29 +256,55 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
                   integrator="euler-maruyama" if temperature > 0 else "dormand-prince-5(4)")
     final = _final_table(problem, W, W0, run_ids, steps, loss, status, {**params, "depth": depth})
     final.insert(final.columns.get_loc("steps") + 1, "time_tau", time_tau)
+    if problem.is_square:
+        final["det"], final["log_abs_det"] = _determinant(W, logdet, sign)
     history = _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w,
-                             time_tau, steps, loss, W)
+                             hist_logdet, hist_sign, time_tau, steps, loss, W, logdet, sign)
     provenance = {"kind": "flow", "params": params, "versions": versions()}
     final.attrs = {"dlnmc": provenance}
     history.attrs = {"dlnmc": provenance}
     return SimulationResult(final, history, None)
 
 
-def _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w, time_tau, steps,
-                   loss, W) -> pd.DataFrame:
+def _determinant(W, logdet, sign):
+    """det W and log|det W| of a batch of square W: from the carried (log|det|, sign) where
+    given (SVD coordinates, whose det may underflow to +-0 while log|det| keeps its size),
+    else from the entries (``np.linalg.det``, ``np.linalg.slogdet``)."""
+    carried = ~np.isnan(sign)
+    det = np.full(len(W), np.nan)
+    log_abs = np.full(len(W), np.nan)
+    ok = np.all(np.isfinite(W), axis=(-2, -1)) & ~carried
+    if ok.any():
+        det[ok] = np.linalg.det(W[ok])
+        log_abs[ok] = np.linalg.slogdet(W[ok])[1]
+    det[carried] = sign[carried] * np.exp(logdet[carried])
+    log_abs[carried] = logdet[carried]
+    return det, log_abs
+
+
+def _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w, hist_logdet,
+                   hist_sign, time_tau, steps, loss, W, logdet, sign) -> pd.DataFrame:
     """Checkpoints reached by each run plus its final state (unless a checkpoint already holds
-    it), sorted by (run, time)."""
+    it), sorted by (run, time); square problems add ``det`` and ``log_abs_det``
+    (:func:`_determinant`)."""
     runs, C = hist_time.shape
     reached = hist_step >= 0
     extra = ~np.any(reached & (hist_time == time_tau[:, None]) & (hist_step == steps[:, None]),
                     axis=1)
-    run_col = np.concatenate([np.broadcast_to(run_ids[:, None], (runs, C))[reached], run_ids[extra]])
-    step_col = np.concatenate([hist_step[reached], steps[extra]])
-    time_col = np.concatenate([hist_time[reached], time_tau[extra]])
-    loss_col = np.concatenate([hist_loss[reached], loss[extra]])
-    w_col = np.concatenate([hist_w[reached], W.reshape(runs, -1)[extra]])
+
+    def rows(checkpointed, final):
+        return np.concatenate([checkpointed[reached], final[extra]])
+
+    run_col = rows(np.broadcast_to(run_ids[:, None], (runs, C)), run_ids)
+    step_col = rows(hist_step, steps)
+    time_col = rows(hist_time, time_tau)
     order = np.lexsort((step_col, time_col, run_col))
+    w_col = rows(hist_w, W.reshape(runs, -1))[order]
     cols = {"run": run_col[order], "step": step_col[order], "time_tau": time_col[order],
-            "loss": loss_col[order]}
-    cols.update(zip(entry_columns(problem.shape), w_col[order].T))
+            "loss": rows(hist_loss, loss)[order]}
+    cols.update(zip(entry_columns(problem.shape), w_col.T))
+    if problem.is_square:
+        cols["det"], cols["log_abs_det"] = _determinant(
+            w_col.reshape(-1, *problem.shape), rows(hist_logdet, logdet)[order],
+            rows(hist_sign, sign)[order])
     return pd.DataFrame(cols)

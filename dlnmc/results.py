@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["SimulationResult", "read_result", "STATUSES", "entry_columns", "sv_columns",
-           "spectral_columns", "effective_rank", "write_parquet", "versions"]
+           "spectral_columns", "effective_rank", "det_sign", "write_parquet", "versions"]
 
 STATUSES = ("converged", "max_steps", "diverged")
 """Trajectory outcomes; the categorical ``status`` column has exactly these categories."""
@@ -57,6 +57,19 @@ def spectral_columns(W) -> dict[str, np.ndarray]:
             det[ok] = np.linalg.det(W[ok])
         cols["det"] = det
     return cols
+
+
+def det_sign(table) -> np.ndarray:
+    """Sign of det W per row of a result table: +1, -1, or 0 for det = 0. Where the engine
+    carries log|det W| (the end-to-end flow's ``log_abs_det``, finite), a det that underflowed
+    to +-0 keeps the sign of its zero (the flow writes det = sign exp(log|det|), e.g.
+    exp(-2500) on the Razin-Cohen task at depth 2)."""
+    det = table["det"].to_numpy(dtype=np.float64)
+    sign = np.sign(det)
+    if "log_abs_det" in table:
+        carried = (det == 0) & np.isfinite(table["log_abs_det"].to_numpy(dtype=np.float64))
+        sign[carried] = np.copysign(1.0, det[carried])
+    return sign
 
 
 def versions() -> dict[str, str]:

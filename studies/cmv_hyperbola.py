@@ -6,6 +6,9 @@ with coordinate t = log|a| on each branch.  Depths 2, 5, 10, 20 run the GD engin
 infinity runs the end-to-end flow (the only way to reach N = infinity).  The step size is
 ``LR_TAU / N`` so every depth advances the normalized clock tau = N t by the same amount per
 step (the normalized operator's eigenvalues at the corners are about 2, so GD is stable).
+
+"On the curve" is :func:`dlnmc.stats.endpoint_status` (converged and |1 - ab| < 0.05) in every
+table, verdict and figure that speaks of t; the runs it excludes are counted by label.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ NAME = "cmv_hyperbola"
 DESCRIPTION = (
     "Cohen, Menon & Veraszto (2023): the 2x2 task observing w11 = w22 = 1, whose rank-1 "
     "solutions form the hyperbola ab = 1.  Balanced init at product scales 1e-3 .. 1, depths "
-    "2, 5, 10, 20 (gradient descent, lr = 0.1 / N) and infinity (end-to-end flow).  Endpoints "
-    "in the (a, b) plane with their effective ranks; the spread of t = log|a| on the curve by "
+    "2, 5, 10, 20 (gradient descent, lr = 0.1 / N) and infinity (end-to-end flow to tau = 1e7). "
+    " Endpoints in the (a, b) plane with their effective ranks; the spread of t = log|a| on the "
+    "curve (converged, |1 - ab| < 0.05) by "
     "depth and init scale; the empirical law of t against the candidate densities P1, P2, P3."
 )
 
@@ -36,10 +40,13 @@ WINDOW = (-3.0, 3.0)
 """Window in t on which the candidate densities are normalized and compared."""
 CANDIDATES = ("P1", "P2", "P3", "uniform_arclength")
 """Candidates drawn against the empirical density (the norm minimizer is a point mass)."""
-ON_CURVE = 0.05
-"""Endpoints with |1 - ab| < ON_CURVE count as on the hyperbola; t is analysed for those only."""
+T_MAX_FLOW = 1e7
+"""Horizon (tau) of the N = infinity flow: its escape from the origin takes ~ 1 / (s c) with c
+the init's component along the escape direction, heavy-tailed over runs (at init 1e-3, 69 of
+1000 runs were still at the origin at tau = 1e4, 5 at 1e5, none at 1e6: the slowest took
+6.9e5)."""
 MIN_FIT = 20
-"""Goodness of fit only for cells with at least this many endpoints on the curve and window."""
+"""Goodness of fit only for cells with at least this many endpoints on the curve."""
 N_BOOT = 300
 """Bootstrap resamples of the goodness-of-fit and verdict intervals."""
 ERANK_LOW = 1.06
@@ -61,7 +68,7 @@ def cells(quick: bool) -> list[Cell]:
             common = dict(depth=depth, init="balanced", init_scale=scale, tol=TOL,
                           checkpoints=None)
             if math.isinf(depth):  # the end-to-end flow; t_max on the tau clock
-                engine, params = "flow", dict(common, t_max=1e4)
+                engine, params = "flow", dict(common, t_max=T_MAX_FLOW)
             else:
                 engine = "gd"
                 params = dict(common, lr=LR_TAU / depth,
@@ -78,54 +85,106 @@ def _order(values) -> list[str]:
 
 def analyse(final, history) -> dict[str, pd.DataFrame]:
     """Tables ``verdicts`` (:func:`dlnmc.stats.hypotheses` per cell), ``endpoints`` (per depth
-    and scale: status, erank quantiles, fraction with erank below 1.06), ``t_spread`` (fraction
-    of endpoints on the curve, |1 - ab| < 0.05, and the spread of their t), ``coordinates``
-    (branch, t, |1 - ab| of the runs on the curve), ``t_density`` (candidate densities on the
-    window) and ``goodness_of_fit`` (:func:`dlnmc.stats.compare` per cell with >= 20 endpoints
-    on the curve)."""
+    and scale: the label counts of :func:`dlnmc.stats.endpoint_status`, erank quantiles and
+    fraction with erank below 1.06 among the finished runs), ``t_spread`` (the runs on the
+    curve: their number, the spread of t with bootstrap intervals, the branch split, and the
+    counts excluded by label), ``coordinates`` (branch, t, |1 - ab| of the runs on the curve),
+    ``t_density`` (candidate densities on the window) and ``goodness_of_fit``
+    (:func:`dlnmc.stats.compare` per cell with >= 20 endpoints on the curve; those outside the
+    window are counted in ``n_outside`` and reject the candidates)."""
     group = ["depth", "N", "init", "init_scale"]
-    ends = final.assign(converged=final["status"] == "converged",
-                        low_rank=final["erank"] < ERANK_LOW)
+    problem = diagonal_2x2()
+    status = stats.endpoint_status(final, problem)
+    finished = ~status.isin(stats.EXCLUSIONS)
+    ends = final.assign(status_label=status, finished=finished,
+                        low_rank=(final["erank"] < ERANK_LOW).where(finished),
+                        erank_finished=final["erank"].where(finished))
+    counts = ends.groupby(group, observed=True)["status_label"].apply(
+        lambda s: pd.Series(stats.status_counts(s, problem))).unstack().reset_index()
     endpoints = ends.groupby(group, observed=True).agg(
-        runs=("run", "size"), frac_converged=("converged", "mean"),
-        erank_median=("erank", "median"), erank_q90=("erank", lambda e: e.quantile(0.9)),
-        frac_erank_below_1_06=("low_rank", "mean")).reset_index()
-    coords = manifold.hyperbola_coordinates(final, diagonal_2x2())
-    ends = ends.assign(t=coords["t"], branch=coords["branch"], distance=coords["hyperbola_dist"],
-                       abs_t=coords["t"].abs(), on_curve=coords["hyperbola_dist"] < ON_CURVE)
-    frac_on_curve = ends.groupby(group, observed=True)["on_curve"].mean()
-    ends = ends[ends["on_curve"]]
-    q = ends.groupby(group, observed=True)
-    t_spread = q.agg(
-        runs_on_curve=("run", "size"), t_std=("t", "std"), abs_t_median=("abs_t", "median"),
-        t_q05=("t", lambda t: t.quantile(0.05)), t_q95=("t", lambda t: t.quantile(0.95)),
-        frac_positive_branch=("branch", lambda b: float(np.mean(b > 0))),
-        distance_median=("distance", "median"))
-    t_spread = t_spread.join(frac_on_curve.rename("frac_on_curve")).reset_index()
+        runs=("run", "size"), erank_median=("erank_finished", "median"),
+        erank_q90=("erank_finished", lambda e: e.quantile(0.9)),
+        frac_erank_below_1_06=("low_rank", "mean")).reset_index().merge(counts, on=group)
+    coords = manifold.hyperbola_coordinates(final, problem)
+    on = ends.assign(t=coords["t"], branch=coords["branch"], distance=coords["hyperbola_dist"],
+                     abs_t=coords["t"].abs())[status == "on_curve"]
+    spread = []
+    for key, part in on.groupby(group, observed=True):
+        t = part["t"].to_numpy()
+        row = dict(zip(group, key), runs_on_curve=len(t),
+                   t_std=np.std(t, ddof=1) if len(t) > 1 else np.nan,
+                   t_iqr=_iqr(t), abs_t_median=np.median(np.abs(t)),
+                   t_q05=np.quantile(t, 0.05), t_q95=np.quantile(t, 0.95),
+                   frac_positive_branch=float(np.mean(part["branch"] > 0)),
+                   distance_median=part["distance"].median())
+        for name, fun in (("t_std", lambda x: np.std(x, ddof=1, axis=-1)), ("t_iqr", _iqr)):
+            row[f"{name}_lo"], row[f"{name}_hi"] = _bootstrap_ci(t, fun)
+        spread.append(row)
+    t_spread = pd.DataFrame(spread).merge(counts, on=group)
     grid = np.linspace(*WINDOW, 241)
     density = [pd.DataFrame({"N": label, "candidate": name, "t": grid, "density": cand.pdf(grid)})
-               for label in _order(ends["N"])
+               for label in _order(on["N"])
                for name, cand in predictions.candidates(float(label), WINDOW).items()
                if name in CANDIDATES]
     tables = {"endpoints": endpoints, "t_spread": t_spread,
-              "coordinates": ends[group + ["run", "t", "branch", "distance"]],
+              "coordinates": on[group + ["run", "t", "branch", "distance"]],
               "t_density": pd.concat(density, ignore_index=True)}
     fits = []
-    for (depth, label, init, scale), part in q:
-        inside = part["t"].between(*WINDOW)
-        if inside.sum() >= MIN_FIT:
-            fit = stats.compare(part.loc[inside, "t"].to_numpy(),
-                                predictions.candidates(depth, WINDOW), n_boot=N_BOOT)
-            fits.append(fit.assign(N=label, init=init, init_scale=scale, n_on_curve=len(part),
-                                   frac_in_window=inside.mean()))
+    for (depth, label, init, scale), part in on.groupby(group, observed=True):
+        if len(part) >= MIN_FIT:
+            fit = stats.compare(part["t"].to_numpy(), predictions.candidates(depth, WINDOW),
+                                n_boot=N_BOOT)
+            fits.append(fit.assign(N=label, init=init, init_scale=scale))
     tables["goodness_of_fit"] = pd.concat(fits, ignore_index=True)
-    problem = diagonal_2x2()
     verdicts = pd.concat(
-        [stats.hypotheses(part, problem, depth=depth, n_boot=N_BOOT)
+        [stats.hypotheses(part, problem, depth=depth, window=WINDOW, n_boot=N_BOOT)
          .assign(N=label, init=init, init_scale=scale)
          for (depth, label, init, scale), part in final.groupby(group, observed=True)],
         ignore_index=True)
     return {"verdicts": verdicts, **tables}
+
+
+def _iqr(t):
+    q25, q75 = np.quantile(t, [0.25, 0.75], axis=-1)
+    return q75 - q25
+
+
+def _bootstrap_ci(t, fun, level=0.95, seed=0):
+    """Percentile bootstrap interval of ``fun`` (a statistic over the last axis) of sample t."""
+    if len(t) < 2:
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    boot = fun(t[rng.integers(0, len(t), (N_BOOT, len(t)))])
+    return tuple(np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def findings(tables) -> list[str]:
+    """Sentences for the report, each computed from the table it names."""
+    spread = tables["t_spread"].set_index(["N", "init_scale"])
+    v = tables["verdicts"]
+    small = min(spread.index.get_level_values("init_scale"))
+    out = []
+    for label in _order(spread.index.get_level_values("N")):
+        row = spread.loc[(label, small)]
+        out.append(f"N = {label}, init {small:g}: {row['runs_on_curve']} of "
+                   f"{row[[c for c in row.index if c.startswith('n_')]].sum():.0f} runs end on "
+                   f"the curve (|1 - ab| < {stats.ON_CURVE_TOL:g}; off the curve "
+                   f"{row['n_off_curve']}, stuck at the origin {row['n_stuck_at_origin']}, not "
+                   f"converged {row['n_not_converged']}), std of t {row['t_std']:.3g} "
+                   f"[{row['t_std_lo']:.3g}, {row['t_std_hi']:.3g}] (`t_spread`).")
+    vol = v[v["hypothesis"] == "volume"]
+    held = vol[vol["holds"].fillna(False).astype(bool)]
+    out.append(f"The volume hypothesis (best of P1-P3 by KS, Bonferroni 5%) holds in "
+               f"{len(held)} of {len(vol)} cells"
+               + (": " + ", ".join(f"N = {r.N} at init {r.init_scale:g} ({r.n} runs on the "
+                                   f"curve)" for r in held.itertuples()) if len(held) else "")
+               + " (`verdicts`).")
+    for hyp in ("norm", "rank"):
+        part = v[v["hypothesis"] == hyp]
+        yes = part[part["holds"].fillna(False).astype(bool)]
+        out.append(f"The {hyp} hypothesis holds in {len(yes)} of {len(part)} cells; it holds at "
+                   f"init scales {sorted(set(yes['init_scale']))} (`verdicts`).")
+    return out
 
 
 def figures(final, history, tables, directory) -> list:
@@ -176,10 +235,15 @@ def figures(final, history, tables, directory) -> list:
     grid.set_axis_labels("t = log|a| on the hyperbola", "density")
     legend_above(grid, ncol=4)
     paths.append(save(grid, directory, "t_density"))
-    grid = sns.relplot(data=tables["t_spread"], x="init_scale", y="t_std", hue="N",
-                       hue_order=order, style="N", style_order=order, kind="line",
-                       markers=True, height=3.2, aspect=1.4)
+    spread = tables["t_spread"]
+    grid = sns.relplot(data=spread, x="init_scale", y="t_std", hue="N", hue_order=order,
+                       style="N", style_order=order, kind="line", markers=True, height=3.2,
+                       aspect=1.4)
+    for k, label in enumerate(order):
+        part = spread[spread["N"] == label]
+        grid.ax.errorbar(part["init_scale"], part["t_std"], fmt="none", ecolor=f"C{k}",
+                         yerr=[part["t_std"] - part["t_std_lo"], part["t_std_hi"] - part["t_std"]])
     grid.set(xscale="log", yscale="log", xlabel="init scale (std of the product's entries)",
-             ylabel="std of t (endpoints on the curve)")
+             ylabel=f"std of t (on the curve, |1 - ab| < {stats.ON_CURVE_TOL:g})")
     paths.append(save(grid, directory, "t_spread"))
     return paths

@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from dlnmc import manifold
+from dlnmc import diagonal_2x2, manifold, razin_cohen_2x2, stats
 from dlnmc.figures import hyperbola, legend_above, save, use_theme
 from dlnmc.study import Cell
 NAME = "noise_and_discretization"
@@ -41,8 +42,6 @@ LANGEVIN_DT = 0.05
 """Euler-Maruyama step of the Langevin flow on the tau clock (the normalized metric's
 eigenvalues near the corners are at most about 4, so the drift is resolved; the noisy GD cells
 advance tau by N lr = 0.13 per step)."""
-UNBOUNDED_DET = -0.5
-"""Razin-Cohen runs with det W > -1/2 at the end never approached the solutions (det = -1)."""
 
 
 def edge(depth) -> float:
@@ -97,27 +96,76 @@ def cells(quick: bool) -> list[Cell]:
 
 
 def analyse(final, history) -> dict[str, pd.DataFrame]:
-    """``outcomes``: per cell, the status fractions, erank median, fraction with det > -1/2 and
-    median |w11| (Razin-Cohen cells), and the spread of t on the curve (hyperbola cells)."""
+    """``outcomes``: per cell, the counts of each label of :func:`dlnmc.stats.endpoint_status`
+    (the same filters as every study), the erank median of the finished runs; hyperbola cells:
+    the runs on the curve and the spread of their t (std with a bootstrap interval), the
+    converged fraction; Razin-Cohen cells: the fraction of runs with det W(end) > 0 (the
+    theorem's invariant: those never approach a solution) and the median |w11|."""
     group = ["task", "sweep", "engine", "depth", "lr", "lr_over_edge", "temperature"]
-    rc = final["task"] == "razin_cohen"
-    ends = final.assign(
-        converged=final["status"] == "converged", diverged=final["status"] == "diverged",
-        unbounded=(final["det"] > UNBOUNDED_DET).astype(float).where(rc),
-        abs_w11=final["w_0_0"].abs().where(rc))
-    ends.loc[~rc, "t"] = manifold.hyperbola_coordinates(final[~rc])["t"]
-    aggs = dict(runs=("run", "size"), frac_converged=("converged", "mean"),
-                frac_diverged=("diverged", "mean"), erank_median=("erank", "median"),
-                frac_det_above_minus_half=("unbounded", "mean"),
-                abs_w11_median=("abs_w11", "median"), loss_median=("loss", "median"),
-                t_std=("t", "std"))
-    outcomes = ends.groupby(group, observed=True, dropna=False).agg(**aggs).reset_index()
-    return {"outcomes": outcomes}
+    rows = []
+    for key, part in final.groupby(group, observed=True, dropna=False):
+        task = key[0]
+        problem = diagonal_2x2() if task == "hyperbola" else razin_cohen_2x2()
+        status = stats.endpoint_status(part, problem)
+        finished = ~status.isin(stats.EXCLUSIONS)
+        row = dict(zip(group, key), runs=len(part), **stats.status_counts(status, problem),
+                   frac_converged=float((part["status"] == "converged").mean()),
+                   erank_median=part["erank"][finished].median(),
+                   loss_median=part["loss"].median())
+        if task == "hyperbola":
+            t = manifold.hyperbola_coordinates(part[status == "on_curve"])["t"].to_numpy()
+            row["t_std"] = np.std(t, ddof=1) if len(t) > 1 else np.nan
+            row["t_std_lo"], row["t_std_hi"] = _std_interval(t)
+        else:
+            row["frac_det_positive"] = float((part["det"] > 0).mean())
+            row["abs_w11_median"] = part["w_0_0"].abs().median()
+        rows.append(row)
+    outcomes = pd.DataFrame(rows)
+    counts = [c for c in outcomes.columns if c.startswith("n_")]
+    return {"outcomes": outcomes.astype({c: "Int64" for c in counts})}
+
+
+def findings(tables) -> list[str]:
+    """Sentences for the report, each computed from the table it names."""
+    out = tables["outcomes"]
+    hyp = out[out["task"] == "hyperbola"]
+    lines = []
+    for depth, part in hyp[hyp["sweep"] == "lr"].groupby("depth"):
+        below, beyond = part[part["lr_over_edge"] < 1], part[part["lr_over_edge"] > 1]
+        lo, hi = below.iloc[0], below.iloc[-1]
+        lines.append(
+            f"N = {depth:g}: below the edge of stability the converged fraction is "
+            f"{below['frac_converged'].min():.3g} or more and the std of t on the curve "
+            f"goes from {lo['t_std']:.3g} (lr {lo['lr_over_edge']:g} x edge) to "
+            f"{hi['t_std']:.3g} ({hi['lr_over_edge']:g} x edge); beyond it the converged "
+            f"fraction is {beyond['frac_converged'].min():.3g}-{beyond['frac_converged'].max():.3g}"
+            " (`outcomes`).")
+    noisy = hyp[hyp["sweep"] == "temperature"]
+    for (depth, engine), part in noisy.groupby(["depth", "engine"]):
+        part = part.sort_values("temperature")
+        lines.append(
+            f"N = {depth:g}, {engine}: std of t on the curve "
+            + ", ".join(f"{r.t_std:.3g} ({r.n_on_curve} on the curve) at T = {r.temperature:g}"
+                        for r in part.itertuples()) + " (`outcomes`).")
+    rc = out[(out["task"] == "razin_cohen") & (out["sweep"] == "lr")].sort_values("lr")
+    lines.append("Razin-Cohen, N = 3: fraction of runs with det W(end) > 0 (never near a "
+                 "solution) " + ", ".join(f"{r.frac_det_positive:.3g} at lr {r.lr:g}"
+                                           for r in rc.itertuples()) + " (`outcomes`).")
+    return lines
+
+
+def _std_interval(t, level=0.95, n_boot=300, seed=0):
+    """Percentile bootstrap interval of the standard deviation of t (NaN below 2 values)."""
+    if len(t) < 2:
+        return np.nan, np.nan
+    boot = np.std(t[np.random.default_rng(seed).integers(0, len(t), (n_boot, len(t)))],
+                  ddof=1, axis=1)
+    return tuple(np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]))
 
 
 def figures(final, history, tables, directory) -> list:
     """``lr_sweep`` (hyperbola: spread of t and converged fraction against lr / edge; Razin-Cohen:
-    fraction with det > -1/2 against lr), ``temperature_sweep`` and ``hyperbola_endpoints``
+    fraction with det W(end) > 0 against lr), ``temperature_sweep`` and ``hyperbola_endpoints``
     (the (a, b) plane per lr factor)."""
     use_theme()
     out = tables["outcomes"]
@@ -131,12 +179,13 @@ def figures(final, history, tables, directory) -> list:
         sns.lineplot(data=hyp, x=x or "lr_over_edge", y="t_std", marker="o", ax=axes[0], **hue)
         sns.lineplot(data=hyp, x=x or "lr_over_edge", y="frac_converged" if sweep == "lr"
                      else "loss_median", marker="o", ax=axes[1], legend=False, **hue)
-        sns.lineplot(data=rc, x=x or "lr", y="frac_det_above_minus_half", marker="o",
-                     color="C3", ax=axes[2])
-        axes[0].set(ylabel="std of t = log|a| over runs", yscale="log", title="hyperbola task")
+        sns.lineplot(data=rc, x=x or "lr", y="frac_det_positive", marker="o", color="C3",
+                     ax=axes[2])
+        axes[0].set(ylabel=f"std of t (on the curve, |1 - ab| < {stats.ON_CURVE_TOL:g})",
+                    yscale="log", title="hyperbola task")
         axes[1].set(ylabel="fraction converged" if sweep == "lr" else "median loss at horizon",
                     title="hyperbola task")
-        axes[2].set(ylabel="fraction with det W(end) > -1/2", ylim=(-0.02, 1.02),
+        axes[2].set(ylabel="fraction with det W(end) > 0", ylim=(-0.02, 1.02),
                     title="Razin-Cohen task, N = 3")
         for k, ax in enumerate(axes):
             ax.set_xscale("log")

@@ -44,14 +44,22 @@ def test_write_report_holds_tables_links_and_verdicts(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     png = save(fig, out / "figures", "line")
+    verdicts = pd.DataFrame({
+        "hypothesis": ["norm", "rank", "volume"] * 2, "value": [0.9, 0.1, np.nan, 1, 0, 0.5],
+        "n": [10, 10, 0, 8, 8, 8], "holds": pd.array([True, False, None, True, False, True],
+                                                      dtype="boolean"),
+        "result": ["no"] * 6, "depth": [3, 3, 3, 4, 4, 4]})
     tables = {"summary": pd.DataFrame({"depth": [2, 5], "erank": [1.25, 1.0]}),
-              "verdicts": pd.DataFrame({"hypothesis": ["norm", "rank"], "result": ["no", "yes"],
-                                        "depth": [3, 3]})}
-    text = write_report(_study(), out, tables, [png]).read_text()
-    assert text.startswith("# toy\n\nA toy study.")
+              "verdicts": verdicts}
+    study = _study()
+    study.findings = lambda tables: [f"{len(tables['summary'])} rows (`summary`)."]
+    text = write_report(study, out, tables, [png]).read_text()
+    assert text.startswith("# toy\n\nA toy study.\n\n## Findings\n\n- 2 rows (`summary`).")
     assert text.index("## Verdicts") < text.index("## Grid") < text.index("## Table: summary")
-    assert "| depth | hypothesis | result |" in text  # the study's columns first
-    assert "| 3 | norm | no |" in text and "| 3 | rank | yes |" in text
+    # one row per cell (the study's columns), one column per hypothesis
+    assert "| depth | norm_verdict | rank_verdict | volume_verdict |" in text
+    assert "| 3 | holds (0.9, n 10) | fails (0.1, n 10) | n/a (n 0) |" in text
+    assert "| 4 | holds (1, n 8) | fails (0, n 8) | holds (0.5, n 8) |" in text
     assert "| 5 | 1 |" in text and "| 2 | 1.25 |" in text
     assert "![line](figures/line.png)" in text
     assert "| c2 | diagonal_2x2 | gd | 10 | depth=5, lr=0.02 |" in text

@@ -1,8 +1,9 @@
 """dlnmc.flow against independent computations: the brute-force Kronecker operator (quadrature
 for N = inf), finite differences of rho A for the Langevin drift, a tightly toleranced
-solve_ivp, finite differences of the singular values, upstairs GD, the O(1/N) approach to
-N = inf, and the invariant law exp(-l/T) dvol_g by importance sampling (with a negative
-control)."""
+solve_ivp, finite differences of the singular values and of the SVD, a 32-digit Taylor-series
+integration of the factor flow, upstairs GD, the O(1/N) approach to N = inf, and the invariant
+law exp(-l/T) dvol_g by importance sampling (with a negative control)."""
+import mpmath as mp
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +86,33 @@ def test_velocity_matches_brute_force_operator(shape, depth):
         np.testing.assert_allclose(V.T @ V, np.eye(shape[1]), rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("shape, s", [((2, 2), (1.5, 3e-4)), ((3, 3), (2.0, 0.6, 1e-4))])
+@pytest.mark.parametrize("depth", [2, 3, np.inf])
+def test_svd_velocity_matches_finite_differences_of_the_svd(shape, s, depth):
+    """d(log s, U, V)/dtau of the SVD coordinates against central differences of numpy's SVD
+    of W moving along the brute-force velocity -Abar(G), on a problem with a partial mask."""
+    rng = np.random.default_rng(11)
+    W = with_spectrum(shape, np.array(s), 12)
+    mask = rng.random(shape) < 0.6
+    problem = CompletionProblem.from_mask(mask, rng.standard_normal(shape))
+    U, sv, Vt = np.linalg.svd(W)
+    y = np.concatenate([np.log(sv), U.ravel(), Vt.T.ravel()])
+    out = np.empty_like(y)
+    i, j = problem.indices
+    loss, finite = kernels.svd_velocity(y, i, j, problem.values, inv(depth),
+                                        kernels._svd_workspace(shape[0]), out)
+    assert finite and loss == pytest.approx(problem.loss(W[None])[0], rel=1e-12)
+    dW = ref.flow_velocity(W, problem.mask, problem.targets, depth)
+    eps = 1e-5
+    ends = []
+    for sign in (1, -1):
+        Ue, se, Vte = np.linalg.svd(W + sign * eps * dW)
+        flip = np.sign(np.sum(Ue * U, axis=0))  # the singular vectors that continue u_i, v_i
+        ends.append(np.concatenate([np.log(se), (Ue * flip).ravel(), (Vte.T * flip).ravel()]))
+    fd = (ends[0] - ends[1]) / (2 * eps)
+    np.testing.assert_allclose(out, fd, rtol=0, atol=1e-6 * np.abs(fd).max())
+
+
 # The N = inf metric is degenerate on rectangular matrices: no Langevin drift to check there.
 @pytest.mark.parametrize("shape, depth", [
     (shape, depth) for depth in (1, 2, 3, 7, np.inf)
@@ -136,6 +164,29 @@ def test_flow_matches_tight_solve_ivp_with_dense_output(depth):
                                    rtol=1e-14)
     assert (result.final.status == "max_steps").all()
     assert (result.final.time_tau == 4.0).all()
+
+
+@pytest.mark.parametrize("d, depth", [(2, 2), (3, 3), (3, np.inf)])
+def test_flow_through_svd_coordinates_matches_tight_solve_ivp(d, depth):
+    """W(0) with s_min ~ 1e-6 s_max, all entries observed, target with singular values 1 .. 0.5:
+    the state goes to SVD coordinates and, for N = 2 where s_min grows, back to entries.
+    Entries and log|det W| at the checkpoints against DOP853 on the entries (rtol 1e-13, so
+    s_min = 1e-6 is resolved to ~1e-7 relative)."""
+    problem = CompletionProblem.from_mask(np.ones((d, d), dtype=bool),
+                                          with_spectrum((d, d), np.linspace(1.0, 0.5, d), 7))
+    W0 = with_spectrum((d, d), np.array([0.9, 0.3, 1e-6][-d:]), 8)[None]
+    times = np.array([0.0, 2.0, 5.0, 10.0, 20.0])
+    result = simulate_flow(problem, depth, 1, init=W0, t_max=times[-1], tol=0, checkpoints=times,
+                           rtol=1e-10, atol=1e-13)
+    sol = solve_ivp(lambda t, y: numpy_velocity(y.reshape(d, d), problem.mask, problem.targets,
+                                                depth).ravel(),
+                    (0, times[-1]), W0[0].ravel(), method="DOP853", rtol=1e-13, atol=1e-16,
+                    t_eval=times)
+    hist = result.history
+    np.testing.assert_allclose(hist.filter(like="w_").to_numpy(), sol.y.T, rtol=0, atol=1e-8)
+    want = np.linalg.slogdet(sol.y.T.reshape(-1, d, d))
+    np.testing.assert_allclose(hist.log_abs_det, want[1], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.sign(hist.det), want[0])
 
 
 @pytest.mark.parametrize("depth", [2, 5, np.inf])
@@ -204,6 +255,111 @@ def test_rank_deficient_and_coincident_starts_stay_finite():
         if depth >= 2:
             assert final.loss[0] == 1.0 and final.w_0_0[3] == 0.0
             assert final.loss[3] == pytest.approx(0.5, abs=1e-8)
+
+
+def factor_flow_reference(W0, problem, depth, taus, order=24, tol=1e-30, dps=32):
+    """log|det W(tau)| and W(tau) of gradient flow on balanced factors W_N ... W_1 = W(0) at
+    the times tau = N t (Arora, Cohen & Hazan 2018: the end-to-end matrix follows
+    dW/dtau = -Abar(G)), by a Taylor series method of the given order in mpmath: the ODE
+    dW_j/dt = -(W_N..W_{j+1})^T G (W_{j-1}..W_1)^T is polynomial, so its Taylor coefficients
+    follow from Cauchy products; steps h with max |coefficient_q| h^q <= tol for q = order - 1,
+    order (Jorba & Zou 2005).  Independent of the SVD of W and exact to ~tol per step."""
+    def mul(A, B, tA=False, tB=False):  # 2x2, row-major 4-tuples
+        a, b, c, d = (A[0], A[2], A[1], A[3]) if tA else A
+        e, f, g, h = (B[0], B[2], B[1], B[3]) if tB else B
+        return (a * e + b * g, a * f + b * h, c * e + d * g, c * f + d * h)
+
+    def conv(X, Y, tX=False, tY=False):  # coefficient len(X) - 1 of the series product X Y
+        k = len(X) - 1
+        terms = [mul(X[m], Y[k - m], tX, tY) for m in range(k + 1)]
+        return tuple(mp.fsum(t[q] for t in terms) for q in range(4))
+
+    N = depth
+    with mp.workdps(dps):
+        U, S, V = mp.svd_r(mp.matrix(W0.tolist()))  # W0 = U diag(S) V
+        D = mp.diag([x ** (mp.mpf(1) / N) for x in S])
+        F = [(A[0, 0], A[0, 1], A[1, 0], A[1, 1]) for A in [D * V] + [D] * (N - 2) + [U * D]]
+        obs = problem.mask.ravel()
+        b = [mp.mpf(float(v)) for v in problem.targets.ravel()]
+        t, out = mp.mpf(0), []
+        for tau in taus:
+            while t < tau:
+                ser = [[Fj] for Fj in F]  # Taylor coefficients of W_1, ..., W_N
+                pre = [ser[0]] + [[] for _ in range(N - 1)]  # pre[j] = W_{j+1} .. W_1
+                suf = [[] for _ in range(N - 1)] + [None]  # suf[j] = W_N .. W_{j+2}
+                G, T = [], [[] for _ in range(N)]
+                for k in range(order):
+                    for j in range(1, N):
+                        pre[j].append(conv(ser[j][:k + 1], pre[j - 1][:k + 1]))
+                    for j in range(N - 2, -1, -1):
+                        suf[j].append(ser[j + 1][k] if suf[j + 1] is None
+                                      else conv(suf[j + 1][:k + 1], ser[j + 1][:k + 1]))
+                    Wk = pre[N - 1][k]
+                    G.append(tuple(Wk[q] - (b[q] if k == 0 else 0) if obs[q] else mp.mpf(0)
+                                   for q in range(4)))
+                    for j in range(N):  # dW_{j+1}/dtau = -(1/N) suf[j]^T G pre[j - 1]^T
+                        T[j].append(G[k] if j == 0 else conv(G, pre[j - 1][:k + 1], tY=True))
+                        dk = T[j][k] if suf[j] is None else conv(suf[j][:k + 1], T[j], tX=True)
+                        ser[j].append(tuple(-v / (N * (k + 1)) for v in dk))
+                big = [max(abs(v) for s in ser for v in s[q]) for q in (order - 1, order)]
+                h = min([tau - t] + [(tol / m) ** (mp.mpf(1) / q)
+                                     for m, q in zip(big, (order - 1, order)) if m])
+                F = []
+                for s in ser:
+                    acc = s[order]
+                    for q in range(order - 1, -1, -1):
+                        acc = tuple(u * h + v for u, v in zip(acc, s[q]))
+                    F.append(acc)
+                t += h
+            W = F[0]
+            for Fj in F[1:]:
+                W = mul(Fj, W)
+            out.append((float(mp.log(abs(W[0] * W[3] - W[1] * W[2]))), np.array(W, dtype=float)))
+    return out
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_tiny_determinant_matches_high_precision_factor_flow(depth):
+    """Razin & Cohen's 2x2 task with det W ~ 1e-21 .. 1e-16 at O(1) entries, far below what
+    the entries resolve: log|det W(tau)| of the checkpoints against the 32-digit factor flow.
+    N = 2: a balanced init at scale 1e-8 (det W shrinks by ~e^-8 while W grows to O(1));
+    N = 3: W(0) = 1e-2 R diag(1, 1e-16) (W(0) = Q D with orthogonal Q: the SVD of the
+    float64 W(0) is exact to rounding, so both integrations start from the same W)."""
+    problem = dlnmc.razin_cohen_2x2()
+    if depth == 2:
+        kw, taus = dict(init="balanced", init_scale=1e-8, det_sign=1, seed=1), [10, 20, 30, 40]
+    else:
+        c, s = np.cos(0.4), np.sin(0.4)
+        kw, taus = dict(init=1e-2 * np.array([[[c, -s * 1e-16], [s, c * 1e-16]]])), [5, 10, 20]
+    result = simulate_flow(problem, depth, 1, tol=0, t_max=taus[-1], checkpoints=[0, *taus],
+                           rtol=1e-10, atol=0.0, **kw)
+    hist = result.history
+    cols = [c for c in hist.columns if c.startswith("w_")]
+    want = factor_flow_reference(hist[cols].to_numpy()[0].reshape(2, 2), problem, depth, taus)
+    got = hist[hist.time_tau > 0]
+    np.testing.assert_allclose(got.log_abs_det, [w[0] for w in want], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(got[cols].to_numpy(), [w[1] for w in want], rtol=0, atol=1e-8)
+    assert np.exp(got.log_abs_det).max() < 1e-15 and (got.det > 0).all()
+    np.testing.assert_allclose(got.det, np.exp(got.log_abs_det), rtol=1e-12)
+    assert result.final.log_abs_det[0] == got.log_abs_det.iloc[-1]
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_razin_cohen_det_keeps_its_sign_and_w11_grows(depth):
+    """Razin & Cohen (2020): from a balanced near-zero init with det W(0) > 0 the flow keeps
+    det W > 0 (d log|det W| / dtau is bounded), so it cannot reach the solutions (det = -1):
+    w22 >= 1 / w11 and the loss l ~ 1 / (2 w11^2), i.e. |w11| sqrt(2 l) -> 1.  At l = 1e-4 the
+    det has underflowed at N = 2 (log|det| ~ -2500): its sign survives as the sign of zero.
+    t_max = 3e5: reaching l = 1e-4 takes tau ~ 1.2e5 (N = 2), 3.2e4 (N = 3), 1.7e4 (N = 4),
+    and ~1e6, 6e5, 5e5 steps (the fast relaxation of w12, w21 at rate ~ s_max^{2 - 2/N} / N
+    bounds the explicit steps), hence 4 runs here."""
+    result = simulate_flow(dlnmc.razin_cohen_2x2(), depth, 4, init="balanced", init_scale=1e-3,
+                           det_sign=1, tol=1e-4, t_max=3e5, checkpoints=None, seed=2)
+    final = result.final
+    assert (final.status == "converged").all()
+    assert not np.signbit(final.det).any() and np.isfinite(final.log_abs_det).all()
+    ratio = np.abs(final.w_0_0) * np.sqrt(2 * final.loss)
+    assert np.all(np.abs(ratio - 1) < 0.1)
 
 
 # -- Langevin ------------------------------------------------------------------------------
@@ -285,11 +441,13 @@ def test_tables_have_engine_columns_plus_time():
     problem = dlnmc.diagonal_2x2()
     gd = simulate(problem, 2, 2, 1e-2, max_steps=5)
     flow = simulate_flow(problem, np.inf, 2, init_scale=0.1, t_max=1e3)
-    assert list(flow.final.columns) == [*gd.final.columns[:8], "time_tau", *gd.final.columns[8:]]
+    assert list(flow.final.columns) == [*gd.final.columns[:8], "time_tau", *gd.final.columns[8:],
+                                        "log_abs_det"]
     assert flow.final.depth.dtype == np.float64 and np.isinf(flow.final.depth).all()
     assert flow.final.lr.isna().all()
     assert list(flow.final.status.cat.categories) == list(gd.final.status.cat.categories)
-    assert list(flow.history.columns) == ["run", "step", "time_tau", *gd.history.columns[2:]]
+    assert list(flow.history.columns) == ["run", "step", "time_tau", *gd.history.columns[2:],
+                                          "det", "log_abs_det"]
     assert (flow.final.status == "converged").all() and (flow.final.loss <= 1e-8).all()
     assert flow.factors is None and flow.provenance["kind"] == "flow"
     assert len(checkpoint_times("log", 1e3)) == 52

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlnmc import stats
 from dlnmc.results import effective_rank
 from dlnmc.runner import load_study
 

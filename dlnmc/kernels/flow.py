@@ -1,7 +1,8 @@
 """End-to-end ("downstairs") dynamics of a deep linear network, batched over trajectories.
 
-State: the end-to-end matrix W (d x d').  Deterministic flow (Arora, Cohen & Hazan 2018;
-Cohen, Menon & Veraszto 2023 "CMV", normalized clock tau = N t; REFERENCE.md section 2):
+State: the end-to-end matrix W (d x d'), as entries or in SVD coordinates (below).
+Deterministic flow (Arora, Cohen & Hazan 2018; Cohen, Menon & Veraszto 2023 "CMV", normalized
+clock tau = N t; REFERENCE.md section 2):
 
     dW/dtau = -Abar_{N,W}(G),  G = P_Omega(W - b),
     Abar_{N,W}(Z) = U [lam o (U^T Z V)] V^T  with W = U S V^T (full SVD),
@@ -17,6 +18,29 @@ scipy's ``RK45`` (Hairer, Norsett & Wanner I, II.4), one step size per trajector
 ``temperature > 0``, Euler-Maruyama on the Riemannian Langevin equation of REFERENCE.md
 section 4 with the Ito drift correction T rho^{-1} div(rho A) in closed form (see
 :func:`langevin_correction`).
+
+Coordinates of the deterministic flow.  The entries of W resolve a singular value only down to
+~ rtol |W| (eps |W| at best), yet at depth N >= 2 the flow moves small singular values in
+relative terms: d log s_i / dtau = -s_i^{1-2/N} (U^T G V)_ii (N = inf: -s_i (U^T G V)_ii) is
+bounded, so sign(det W) is invariant and |det W| may decay far below 1e-300 (Razin & Cohen
+2020; their 2x2 task crosses det = 0 at det ~ 1e-11 when integrated in entries).  So a square
+W at N >= 2 is carried in SVD coordinates y = (log s, U, V) (:func:`svd_velocity`) whenever
+s_min <= 1e-3 s_max and every two singular values are a factor >= 1.25 apart; it goes back to
+entries once s_min > 1e-2 s_max or two singular values come within a factor 1.1
+(:func:`_wants_svd`; hysteresis against switching back and forth).  The gap condition is needed
+because the rotation rates of U, V grow like 1 / (s_i^{2/N} - s_j^{2/N}) at coincident singular
+values, where the SVD parametrization is singular; there the entries are the right state (and
+Abar is exact there, see :func:`metric_lambda`).  Where the state is entries, resolvable
+singular values (s_min > 1e-3 s_max) and near-coincident ones, the integration and its results
+are those of the entry integrator.  Error control in SVD coordinates uses the scale rtol on
+every coordinate: a relative error rtol on each s_i and an error rtol on the unit vectors u_i,
+v_i, i.e. each term s_i u_i v_i^T to relative accuracy rtol, which is the entry control for
+the largest term and resolves the small ones.  U, V are re-orthonormalized (modified
+Gram-Schmidt, which keeps det U, det V) after each accepted step; sign(det W) = sign(det U
+det V) is fixed at the change of coordinates and log|det W| = sum log s exactly.  Not covered:
+rectangular W (no det; a small singular value is still resolved only to ~ rtol |W|), N = 1
+(the flow is linear, dW/dtau = -G, and det W may change sign), and a square W with a small
+cluster of near-coincident singular values (d >= 3).  The Langevin scheme keeps the entries.
 
 Compile time and speed: the batch kernels are serial loops over runs (the wrapper runs
 disjoint slices on threads; the kernels release the GIL), because a ``prange`` batch costs
@@ -57,6 +81,8 @@ _P = np.array([
     [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
 ])
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
+_SPREAD_IN, _SPREAD_OUT = 1e-3, 1e-2
+_GAP_IN, _GAP_OUT = np.log(1.25), np.log(1.1)
 
 
 # -- linear algebra of tiny matrices ---------------------------------------------------------
@@ -321,14 +347,163 @@ def velocity(W, obs_i, obs_j, vals, inv_depth, ws, out):
     return loss, finite
 
 
+@jit
+def _svd_workspace(d):
+    """Scratch for :func:`svd_velocity`: (s, W, G, K, tmp)."""
+    return np.empty(d), np.empty((d, d)), np.empty((d, d)), np.empty((d, d)), np.empty((d, d))
+
+
 @jit(inline="always")
-def _rms(x, scale):
-    """RMS of x / scale (scipy's error norm)."""
-    acc = 0.0
+def compose(y, s, W):
+    """W = U diag(s) V^T from the SVD-coordinate state y = (log s, U, V) (``s`` is scratch)."""
+    d = W.shape[0]
+    for i in range(d):
+        s[i] = np.exp(y[i])
+    for a in range(d):
+        for b in range(d):
+            acc = 0.0
+            for i in range(d):
+                acc += y[d + a * d + i] * s[i] * y[d + d * d + b * d + i]
+            W[a, b] = acc
+
+
+@jit(inline="always")
+def svd_velocity(y, obs_i, obs_j, vals, inv_depth, ws, out):
+    """out = d(log s, U, V)/dtau along dW/dtau = -Abar_{N,W}(G) for the square W = U diag(s) V^T
+    held as y = (log s, U row-major, V row-major); returns ``(loss, finite)`` of W.
+
+    With K = U^T G V and M = -lam o K the frame coordinates of dW/dtau: d s_i = M_ii, so
+    d log s_i / dtau = -s_i^{1 - 2/N} K_ii; and dU = U Omega_U, dV = V Omega_V with Omega
+    antisymmetric and M_ij = (Omega_U)_ij s_j - s_i (Omega_V)_ij for i != j.  Solving that
+    pair with M_ji, and using lam_ij / (s_i^2 - s_j^2) = c_ij = 1 / (N (s_i^{2/N} - s_j^{2/N}))
+    (N = inf: 1 / (2 log(s_i / s_j))),
+
+        (Omega_U)_ij = c_ij (s_j K_ij + s_i K_ji),  (Omega_V)_ij = c_ij (s_i K_ij + s_j K_ji).
+
+    c_ij is evaluated from the log gap u = 2 |log(s_i / s_j)| as s_hi^{-2/N} / (N (-expm1(-u/N)))
+    (N = inf: 1 / u), exact however small s_lo is.  ``ws`` = (s, W, G, K, tmp) from
+    ``_svd_workspace``.
+    """
+    s, W, G, K, tmp = ws
+    d = W.shape[0]
+    u0, v0 = d, d + d * d  # U_ai = y[u0 + a d + i], V_bj = y[v0 + b d + j]
+    compose(y, s, W)
+    loss, finite = residual(W, obs_i, obs_j, vals, G)
+    for a in range(d):  # K = U^T (G V)
+        for j in range(d):
+            acc = 0.0
+            for b in range(d):
+                acc += G[a, b] * y[v0 + b * d + j]
+            tmp[a, j] = acc
+    for i in range(d):
+        for j in range(d):
+            acc = 0.0
+            for a in range(d):
+                acc += y[u0 + a * d + i] * tmp[a, j]
+            K[i, j] = acc
+    p = 1.0 - 2.0 * inv_depth
+    for i in range(d):
+        out[i] = -np.exp(p * y[i]) * K[i, i]
+        G[i, i] = 0.0  # G <- Omega_U, tmp <- Omega_V
+        tmp[i, i] = 0.0
+        for j in range(i + 1, d):
+            hi = max(y[i], y[j])
+            u = 2.0 * abs(y[i] - y[j])
+            gap = u if inv_depth == 0.0 else -np.expm1(-u * inv_depth) / inv_depth
+            c = np.exp(-2.0 * hi * inv_depth) / gap
+            if y[i] < y[j]:
+                c = -c
+            a = c * (s[j] * K[i, j] + s[i] * K[j, i])
+            b = c * (s[i] * K[i, j] + s[j] * K[j, i])
+            G[i, j], G[j, i] = a, -a
+            tmp[i, j], tmp[j, i] = b, -b
+    for a in range(d):
+        for b in range(d):
+            du = 0.0
+            dv = 0.0
+            for k in range(d):
+                du += y[u0 + a * d + k] * G[k, b]
+                dv += y[v0 + a * d + k] * tmp[k, b]
+            out[u0 + a * d + b] = du
+            out[v0 + a * d + b] = dv
+    return loss, finite
+
+
+@jit
+def _orthonormalize(y, start, d):
+    """Modified Gram-Schmidt on the columns of the d x d matrix Q_ij = y[start + i d + j], in
+    place (R has a positive diagonal, so the sign of det Q is kept)."""
+    for j in range(d):
+        for q in range(j):
+            dot = 0.0
+            for k in range(d):
+                dot += y[start + k * d + q] * y[start + k * d + j]
+            for k in range(d):
+                y[start + k * d + j] -= dot * y[start + k * d + q]
+        norm = 0.0
+        for k in range(d):
+            norm += y[start + k * d + j] ** 2
+        norm = np.sqrt(norm)
+        for k in range(d):
+            y[start + k * d + j] /= norm
+
+
+@jit
+def _det_sign(Q, A):
+    """Sign of det Q for a square Q by Gaussian elimination with partial pivoting on the copy
+    A (same shape)."""
+    d = Q.shape[0]
+    for i in range(d):
+        for j in range(d):
+            A[i, j] = Q[i, j]
+    sign = 1.0
+    for k in range(d):
+        p = k
+        for i in range(k + 1, d):
+            if abs(A[i, k]) > abs(A[p, k]):
+                p = i
+        if A[p, k] == 0.0:
+            return 0.0
+        if p != k:
+            sign = -sign
+            for j in range(d):
+                a = A[k, j]
+                A[k, j] = A[p, j]
+                A[p, j] = a
+        if A[k, k] < 0.0:
+            sign = -sign
+        for i in range(k + 1, d):
+            f = A[i, k] / A[k, k]
+            for j in range(k, d):
+                A[i, j] -= f * A[k, j]
+    return sign
+
+
+@jit
+def _wants_svd(x, in_svd):
+    """Whether to carry SVD coordinates, given the log singular values x: enter once
+    s_min <= _SPREAD_IN s_max with every pair of singular values a factor >= e^_GAP_IN apart,
+    leave once s_min > _SPREAD_OUT s_max or a pair comes within e^_GAP_OUT (hysteresis)."""
+    spread = np.log(_SPREAD_OUT if in_svd else _SPREAD_IN)
+    gap = _GAP_OUT if in_svd else _GAP_IN
+    lo = np.inf
+    hi = -np.inf
     for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            acc += (x[i, j] / scale[i, j]) ** 2
-    return np.sqrt(acc / x.size)
+        lo = min(lo, x[i])
+        hi = max(hi, x[i])
+        for j in range(i):
+            if not abs(x[i] - x[j]) >= gap:
+                return False
+    return lo > -np.inf and hi < np.inf and lo - hi <= spread
+
+
+@jit(inline="always")
+def _rms(x, scale, n):
+    """RMS of x[:n] / scale[:n] (scipy's error norm)."""
+    acc = 0.0
+    for i in range(n):
+        acc += (x[i] / scale[i]) ** 2
+    return np.sqrt(acc / n)
 
 
 @jit(inline="always")
@@ -354,24 +529,75 @@ def _outcome(loss, cap, tol, finite):
 
 
 @jit
+def _matrix(svd, y, d, dp, s, W):
+    """The W of state y: its entries, or :func:`compose` into ``W`` (SVD coordinates)."""
+    if svd:
+        compose(y, s, W)
+        return W
+    return y[:d * dp].reshape((d, dp))
+
+
+@jit
+def _change_coordinates(svd, y, x, ws, sws):
+    """Rewrite the state y of a square W in place: (log s, U, V) -> the entries of W if
+    ``svd``, else entries -> (x, U, V) from :func:`velocity`'s SVD in ``ws`` (x = log s).
+    Returns sign(det W) = sign(det U det V) of the new SVD coordinates (NaN for entries)."""
+    d = x.shape[0]
+    if svd:
+        W = sws[1]
+        compose(y, sws[0], W)
+        for k in range(d * d):
+            y[k] = W[k // d, k % d]
+        return np.nan
+    U, V, A = ws[0], ws[2], ws[3]
+    for i in range(d):
+        y[i] = x[i]
+        for j in range(d):
+            y[d + i * d + j] = U[i, j]
+            y[d + d * d + i * d + j] = V[i, j]
+    return _det_sign(U, A) * _det_sign(V, A)
+
+
+@jit
 def flow_batch(W, obs_i, obs_j, vals, inv_depth, t_max, tol, rtol, atol, max_steps, ckpt,
-               hist_time, hist_step, hist_loss, hist_w, time_out, steps_out, loss_out, status_out):
+               hist_time, hist_step, hist_loss, hist_w, hist_logdet, hist_sign, time_out,
+               steps_out, loss_out, status_out, logdet_out, sign_out):
     """Integrate dW/dtau = -Abar_{N,W}(G) for every ``W[r]`` (runs x d x d', in place) from
     tau = 0 until loss <= tol, tau = t_max, ``max_steps`` accepted steps or divergence.
 
     Dormand-Prince 5(4) with scipy's step control, the last step shortened to end exactly at
     t_max; checkpoints ``ckpt`` (sorted tau) filled by dense output; one output slot per run.
+    The state is the entries of W, or, for square W at depth N >= 2 whose singular values are
+    spread and apart (:func:`_wants_svd`, checked before each step), y = (log s, U, V) with the
+    error scale rtol on every coordinate and U, V re-orthonormalized after each accepted step.
+    There ``logdet`` = sum log s and ``sign`` = sign(det U det V) are written for the
+    checkpoints and the final state; NaN where the state is the entries.
     Serial: the wrapper runs disjoint slices of the batch on threads (the kernel drops the GIL).
     """
     d, dp = W.shape[1], W.shape[2]
+    n_w, n_s = d * dp, d + 2 * d * d
+    can_svd = d == dp and inv_depth <= 0.5
     ws = _workspace(d, dp)
-    K = np.empty((7, d, dp))
-    y_new = np.empty((d, dp))
-    scale = np.empty((d, dp))
-    err = np.empty((d, dp))
+    sws = _svd_workspace(d)
+    s_w = ws[1]
+    y = np.empty(max(n_w, n_s))  # the state: W's entries (n_w) or (log s, U, V) (n_s)
+    y_new = np.empty(y.size)
+    Y, Y_new = y[:n_w].reshape((d, dp)), y_new[:n_w].reshape((d, dp))
+    stages = np.empty(7 * y.size)
+    K_w = stages[:7 * n_w].reshape((7, d, dp))  # the stages as matrices (entries)
+    scale = np.empty(y.size)
+    err = np.empty(y.size)
+    x = np.empty(d)
+    G = np.empty((d, dp))
+    Wc = np.empty((d, dp))
     for r in range(W.shape[0]):
         Wr = W[r]
-        loss, finite = velocity(Wr, obs_i, obs_j, vals, inv_depth, ws, K[0])
+        n, sign, fresh = n_w, np.nan, False  # n: length of the state, n_s in SVD coordinates
+        svd = n != n_w  # (not the literal False: it would type the calls below twice)
+        K = stages[:7 * n].reshape((7, n))  # the stages as flat vectors
+        for k in range(n):
+            y[k] = Wr[k // dp, k % dp]
+        loss, finite = velocity(Y, obs_i, obs_j, vals, inv_depth, ws, K_w[0])
         cap = DIVERGENCE_FACTOR * max(1.0, loss)
         t = 0.0
         c = 0
@@ -381,17 +607,25 @@ def flow_batch(W, obs_i, obs_j, vals, inv_depth, t_max, tol, rtol, atol, max_ste
         status = _outcome(loss, cap, tol, finite)
         # first step: the first guess of Hairer, Norsett & Wanner I, II.4 (scipy's
         # select_initial_step without its second evaluation); the controller corrects it
-        for i in range(d):
-            for j in range(dp):
-                scale[i, j] = atol + abs(Wr[i, j]) * rtol
-        d0 = _rms(Wr, scale)
-        d1 = _rms(K[0], scale)
+        for k in range(n):
+            scale[k] = atol + abs(y[k]) * rtol
+        d0 = _rms(y, scale, n)
+        d1 = _rms(K[0], scale, n)
         h_abs = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1, t_max)
         steps = 0
         while status < 0:
             if t >= t_max or steps >= max_steps:
                 status = MAX_STEPS
                 break
+            if can_svd:
+                for i in range(d):  # log singular values: the state's, or from velocity's SVD
+                    x[i] = y[i] if svd else np.log(s_w[i])
+                if _wants_svd(x, svd) != svd:
+                    sign = _change_coordinates(svd, y, x, ws, sws)
+                    n = n_w if svd else n_s
+                    svd = n != n_w
+                    K = stages[:7 * n].reshape((7, n))
+                    fresh = True
             rejected = False
             while True:
                 if not h_abs >= 10.0 * (np.nextafter(t, np.inf) - t):
@@ -399,22 +633,28 @@ def flow_batch(W, obs_i, obs_j, vals, inv_depth, t_max, tol, rtol, atol, max_ste
                     break
                 t_new = min(t + h_abs, t_max)
                 h = t_new - t
-                for st in range(1, 7):  # stages 2..7; the 7th is the new state (FSAL)
-                    for i in range(d):
-                        for j in range(dp):
-                            acc = 0.0
-                            for q in range(st):
-                                acc += _A[st, q] * K[q, i, j]
-                            y_new[i, j] = Wr[i, j] + h * acc
-                    loss_new, finite = velocity(y_new, obs_i, obs_j, vals, inv_depth, ws, K[st])
-                for i in range(d):
-                    for j in range(dp):
+                # stages 2..7, the 7th at the new state (FSAL); stage 1 too after a change
+                # of coordinates (its stage point is y itself)
+                for st in range(0 if fresh else 1, 7):
+                    for k in range(n):
                         acc = 0.0
-                        for q in range(7):
-                            acc += _E[q] * K[q, i, j]
-                        err[i, j] = h * acc
-                        scale[i, j] = atol + max(abs(Wr[i, j]), abs(y_new[i, j])) * rtol
-                norm = _rms(err, scale)
+                        for q in range(st):
+                            acc += _A[st, q] * K[q, k]
+                        y_new[k] = y[k] + h * acc
+                    if svd:
+                        loss_new, finite = svd_velocity(y_new, obs_i, obs_j, vals, inv_depth,
+                                                        sws, K[st])
+                    else:
+                        loss_new, finite = velocity(Y_new, obs_i, obs_j, vals, inv_depth, ws,
+                                                    K_w[st])
+                fresh = False
+                for k in range(n):
+                    acc = 0.0
+                    for q in range(7):
+                        acc += _E[q] * K[q, k]
+                    err[k] = h * acc
+                    scale[k] = rtol if svd else atol + max(abs(y[k]), abs(y_new[k])) * rtol
+                norm = _rms(err, scale, n)
                 if norm < 1.0:
                     factor = _MAX_FACTOR if norm == 0.0 else min(_MAX_FACTOR,
                                                                  _SAFETY * norm**-0.2)
@@ -428,28 +668,38 @@ def flow_batch(W, obs_i, obs_j, vals, inv_depth, t_max, tol, rtol, atol, max_ste
             steps += 1
             while c < ckpt.shape[0] and ckpt[c] <= t_new:
                 # Shampine's quartic y(t + x h) = y + h sum_q (K^T P)_q x^{q+1}; exact at x = 1
-                x = (ckpt[c] - t) / h
-                for i in range(d):
-                    for j in range(dp):
-                        acc = 0.0
-                        xp = 1.0
-                        for q in range(4):
-                            xp *= x
-                            kp = 0.0
-                            for k in range(7):
-                                kp += K[k, i, j] * _P[k, q]
-                            acc += kp * xp
-                        err[i, j] = y_new[i, j] if ckpt[c] == t_new else Wr[i, j] + h * acc
-                _record(c, steps, ckpt[c], err, residual(err, obs_i, obs_j, vals, scale)[0],
+                xc = (ckpt[c] - t) / h
+                for k in range(n):
+                    acc = 0.0
+                    xp = 1.0
+                    for q in range(4):
+                        xp *= xc
+                        kp = 0.0
+                        for m in range(7):
+                            kp += K[m, k] * _P[m, q]
+                        acc += kp * xp
+                    err[k] = y_new[k] if ckpt[c] == t_new else y[k] + h * acc
+                Wk = _matrix(svd, err, d, dp, sws[0], Wc)
+                _record(c, steps, ckpt[c], Wk, residual(Wk, obs_i, obs_j, vals, G)[0],
                         hist_time[r], hist_step[r], hist_loss[r], hist_w[r])
+                hist_logdet[r, c] = err[:d].sum() if svd else np.nan
+                hist_sign[r, c] = sign if svd else np.nan
                 c += 1
             t = t_new
             loss = loss_new
-            for i in range(d):
-                for j in range(dp):
-                    Wr[i, j] = y_new[i, j]
-                    K[0, i, j] = K[6, i, j]
+            for k in range(n):
+                y[k] = y_new[k]
+                K[0, k] = K[6, k]
+            if svd:
+                _orthonormalize(y, d, d)
+                _orthonormalize(y, d + d * d, d)
             status = _outcome(loss, cap, tol, finite)
+        Wk = _matrix(svd, y, d, dp, sws[0], Wc)
+        for i in range(d):
+            for j in range(dp):
+                Wr[i, j] = Wk[i, j]
+        logdet_out[r] = y[:d].sum() if svd else np.nan
+        sign_out[r] = sign if svd else np.nan
         time_out[r] = t
         steps_out[r] = steps
         loss_out[r] = loss

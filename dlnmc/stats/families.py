@@ -15,6 +15,7 @@ from scipy import stats as sst
 
 from dlnmc import predictions
 from dlnmc.manifold import endpoint_matrices, hyperbola_coordinates, is_hyperbola_task
+from dlnmc.results import det_sign
 from dlnmc.stats.clustering import clusters
 from dlnmc.stats.fit import compare
 
@@ -77,9 +78,9 @@ def _is_razin_cohen_task(problem) -> bool:
 def _det_sign(final, curve_tol):
     """Razin & Cohen (2020): every solution has det W = -1, and under gradient flow det W keeps
     its sign; an endpoint with det W > 0 lies on a trajectory with no limit point."""
-    det = (final["det"].to_numpy(dtype=np.float64) if "det" in final
-           else np.linalg.det(endpoint_matrices(final, (2, 2))))
-    return np.where(det > 0, "unbounded", "bounded")
+    sign = (det_sign(final) if "det" in final
+            else np.sign(np.linalg.det(endpoint_matrices(final, (2, 2)))))
+    return np.where(sign > 0, "unbounded", "bounded")
 
 
 def _converged(final, curve_tol):
