@@ -1,6 +1,6 @@
 """The public end-to-end ("downstairs") flow: finite depth, N = infinity, and Langevin.
 
-Integrates the dynamics of the end-to-end matrix W = W_N ... W_1 itself (REFERENCE.md
+Integrates the dynamics of the end-to-end matrix W = W_N ... W_1 itself (mathematics.md
 sections 2 and 4) for a batch of trajectories, with the same result tables as
 :func:`dlnmc.simulate`.  Depth N = infinity exists only here.  Square W with a small singular
 value are integrated in SVD coordinates, so that det W keeps its sign and its size is resolved
@@ -93,7 +93,7 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
     """Run ``runs`` trajectories of the end-to-end flow of a depth-``depth`` linear network.
 
     Deterministic (``temperature == 0``): the balanced gradient flow of the product in CMV's
-    normalized clock tau (Cohen, Menon & Veraszto 2023, eq. for Abar; REFERENCE.md section 2),
+    normalized clock tau (Cohen, Menon & Veraszto 2023; mathematics.md section 2.2),
 
         dW/dtau = -Abar_{N,W}(G),  G = P_Omega(W - b),  tau = N t,
 
@@ -108,7 +108,7 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
     det W = sign * exp(sum log s), are resolved in relative terms: the sign of det W is kept,
     as it is by the exact flow; Razin & Cohen 2020); see :mod:`dlnmc.kernels.flow`.
 
-    Langevin (``temperature = T > 0``): the Riemannian Langevin equation of REFERENCE.md
+    Langevin (``temperature = T > 0``): the Riemannian Langevin equation of mathematics.md
     section 4, dW = [-Abar(G) + T rho^{-1} div(rho Abar)] dtau + sqrt(2 T) Abar^{1/2} dB,
     whose invariant density is exp(-l/T) dvol_{g^N}; Euler-Maruyama with fixed step ``dt``,
     the divergence term in closed form (:func:`dlnmc.kernels.flow.langevin_correction`).

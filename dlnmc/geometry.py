@@ -2,7 +2,7 @@
 
 Pure functions of matrices (no problems, no tables), vectorized over leading batch axes,
 float64. Depth is any integer ``N >= 1`` or ``numpy.inf``. All formulas are those of
-REFERENCE.md sections 2 and 3:
+mathematics.md sections 2 and 3:
 
 - Arora, Cohen & Hazan (2018), balanced gradient flow of the product:
   dW/dt = -A_{N,W}(G), A_{N,W}(Z) = sum_{j=1}^N (W W^T)^{(N-j)/N} Z (W^T W)^{(j-1)/N}.
@@ -114,8 +114,8 @@ def _pair_terms(x, y, r):
 
     Notes
     -----
-    This is lam_il = (1/N) (s_i^2 - s_l^2) / (s_i^{2/N} - s_l^{2/N}) of REFERENCE.md
-    section 2 (lam_ii = s_i^{2(N-1)/N}; the logarithmic mean (s_i^2 - s_l^2) / log(s_i^2/s_l^2)
+    This is lam_il = (1/N) (s_i^2 - s_l^2) / (s_i^{2/N} - s_l^{2/N}) of mathematics.md
+    section 2.3 (lam_ii = s_i^{2(N-1)/N}; the logarithmic mean (s_i^2 - s_l^2) / log(s_i^2/s_l^2)
     for N = inf), factored so that no difference of nearly equal numbers is formed: the
     relative accuracy is a few ulp for nearly coincident and for tiny singular values alike.
     A zero singular value paired with s > 0 gives delta = -inf, ratio = r; two zero singular
@@ -160,7 +160,7 @@ def metric_eigenvalues(s, depth, clock="normalized") -> np.ndarray:
     -------
     lam : ndarray, shape (..., d, d)
         lam_il = (1/N) (s_i^2 - s_l^2) / (s_i^{2/N} - s_l^{2/N}), lam_ii = s_i^{2(N-1)/N};
-        for N = inf the logarithmic mean of s_i^2 and s_l^2 (REFERENCE.md section 2;
+        for N = inf the logarithmic mean of s_i^2 and s_l^2 (mathematics.md section 2.3;
         Cohen, Menon & Veraszto 2023, section 2). Abar(u_i v_l^T) = lam_il u_i v_l^T.
 
     Notes
@@ -220,7 +220,7 @@ def riemannian_gradient(W, G, depth, clock="normalized") -> np.ndarray:
         Abar(G) = U (lam o (U^T G V)) V^T with the full SVD of W, o the entrywise product, which
         equals (1/N) sum_j (W W^T)^{(N-j)/N} G (W^T W)^{(j-1)/N} (0^0 = identity on the kernel,
         only for the term whose exponent is 0) and, for N = inf,
-        int_0^1 (W W^T)^{1-x} G (W^T W)^x dx (REFERENCE.md section 2). Gradient flow of a loss l
+        int_0^1 (W W^T)^{1-x} G (W^T W)^x dx (mathematics.md section 2.2). Gradient flow of a loss l
         on the end-to-end matrix is dW/dtau = -riemannian_gradient(W, grad l(W), N).
     """
     W = _as_matrices(W)
@@ -273,7 +273,7 @@ def operator_matrix(W, depth, clock="normalized") -> np.ndarray:
     M : ndarray, shape (..., d d', d d')
         Symmetric positive semi-definite, ``M @ Z.reshape(-1) == riemannian_gradient(W, Z,
         depth).reshape(-1)``; M = K diag(vec lam) K^T with K = kron(U, V) (row-major), i.e.
-        (1/N) sum_j kron((W W^T)^{(N-j)/N}, (W^T W)^{(j-1)/N}) (REFERENCE.md section 2, there
+        (1/N) sum_j kron((W W^T)^{(N-j)/N}, (W^T W)^{(j-1)/N}) (mathematics.md section 2.3, there
         written kron(Q^T, P) for column-major vec).
     """
     W = _as_matrices(W)
@@ -371,7 +371,7 @@ def log_orbit_volume(W, depth) -> np.ndarray:
     The balanced factorizations (W_N, ..., W_1) of W form one orbit of O(d)^{N-1}, acting by
     W_p -> O_p W_p O_{p-1}^T (O_0 = O_N = I), with the Frobenius metric on the factors:
     vol(O_W) = c_d^{N-1} prod_{i<j} [(s_i^2 - s_j^2) / (s_i^{2/N} - s_j^{2/N})]^{1/2}
-    (REFERENCE.md section 3, the square root checked against the Gram determinant of the orbit
+    (mathematics.md section 3, the square root checked against the Gram determinant of the orbit
     map), c_d from :func:`log_orthogonal_group_volume`.
 
     Parameters

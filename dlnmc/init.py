@@ -100,7 +100,7 @@ def init_factors(shape, depth, runs, init="balanced", init_scale=1e-3, widths=No
         ``"gaussian"``: i.i.d. N(0, sigma^2) factor entries with sigma chosen so that the
         product's entries have standard deviation ``init_scale`` (Razin & Cohen 2020's "init").
         ``"balanced"``: the product has i.i.d. N(0, init_scale^2) entries and is split by its
-        SVD with Haar-random orthogonal matrices between layers (REFERENCE.md section 1);
+        SVD with Haar-random orthogonal matrices between layers (mathematics.md section 1.4);
         W_{p+1}^T W_{p+1} = W_p W_p^T holds exactly.  Explicit factors: ``depth`` arrays, the
         p-th of shape ``(runs, n_p, n_{p-1})``, used as given.
     init_scale : float

@@ -2,7 +2,7 @@
 
 Cohen, Menon & Veraszto (2023) and Menon (2024, problem 14.1): observe w11 = w22 = 1. The
 solutions are W = [[1, a], [b, 1]]; the rank-1 ones form the hyperbola ab = 1 (two branches,
-sign(a) = sign(b) = +-1). REFERENCE.md section 5.2 lists three reductions of the volume of g^N
+sign(a) = sign(b) = +-1). mathematics.md section 5.2 lists three reductions of the volume of g^N
 to a density along the hyperbola; this module evaluates them exactly, normalized, as
 probability densities in the curve coordinate t (the same density on both branches).
 
@@ -18,7 +18,7 @@ Singular values of W(t, u): s1^2 + s2^2 = 2 + 2 (1 - u) cosh 2t and s1 s2 = |u|,
 hyperbola s1 = 2 cosh t, s2 = 0.
 
 The candidates (r = 1/N, r = 0 for N = inf; rho_N = sqrt(det g^N) w.r.t. dW, lam_12 the mixed
-metric eigenvalue of REFERENCE.md section 2)
+metric eigenvalue of mathematics.md section 2.3)
 -----------------------------------------------------------------------------------------
 P1 (band volume), band width eps:
     P1(t) ~ int_{|u| < eps} rho_N(W(t, u)) du,
@@ -145,7 +145,7 @@ def plane_point(t, u=0.0, branch=1) -> np.ndarray:
 def _log_terms(t, log_abs_u, u, r):
     """log rho_N and log lam_12 at W(t, u), from log|u| (no underflow of u or s2).
 
-    rho_N = prod_il lam_il^{-1/2} (REFERENCE.md section 2) with lam_11 = s1^{2(1-r)},
+    rho_N = prod_il lam_il^{-1/2} (mathematics.md section 2.5) with lam_11 = s1^{2(1-r)},
     lam_22 = s2^{2(1-r)}, lam_12 = s1^{2(1-r)} expm1(D) / (expm1(r D) / r), D = 2 log(s2/s1)
     (expm1(D) / D for r = 0): log rho = -(1-r)(log s1 + log s2) - log lam_12.
     """
@@ -387,7 +387,7 @@ def _band_candidate(name, depth, eps, window, orbit):
 
 
 def p1(depth, eps=None, window=None) -> CurveDensity:
-    """P1: g^N volume of the band |1 - ab| < eps, per unit t (REFERENCE.md section 5.2).
+    """P1: g^N volume of the band |1 - ab| < eps, per unit t (mathematics.md section 5.2).
 
     Parameters
     ----------
@@ -402,7 +402,7 @@ def p1(depth, eps=None, window=None) -> CurveDensity:
 
 
 def p2(depth, eps=None, window=None) -> CurveDensity:
-    """P2: orbit volume times g^N volume of the band |1 - ab| < eps (REFERENCE.md 5.2).
+    """P2: orbit volume times g^N volume of the band |1 - ab| < eps (mathematics.md section 5.2).
 
     eps -> 0 limit (2 cosh t)^{-(N-1)/N}; N = inf: sech t. Parameters as :func:`p1`.
     """

@@ -1,7 +1,7 @@
 """Matrix completion problems and the catalogue of published ones.
 
 A problem is a shape ``(rows, cols)`` and a set of observed entries ``{(i, j): b_ij}``;
-the loss is l(W) = 1/2 sum_{(i,j) in Omega} (W_ij - b_ij)^2 (REFERENCE.md section 1).
+the loss is l(W) = 1/2 sum_{(i,j) in Omega} (W_ij - b_ij)^2 (mathematics.md section 1.1).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class CompletionProblem:
 
     Notes
     -----
-    The loss and gradient are those of REFERENCE.md section 1:
+    The loss and gradient are those of mathematics.md section 1.1:
     l(W) = 1/2 sum_Omega (W_ij - b_ij)^2, grad l(W) = P_Omega(W - b).
     """
 

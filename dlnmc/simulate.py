@@ -1,6 +1,6 @@
 """The public engine: validate -> init -> Numba kernel -> tidy tables.
 
-Plain full-batch gradient descent on the factors of W = W_N ... W_1 (REFERENCE.md section 1),
+Plain full-batch gradient descent on the factors of W = W_N ... W_1 (mathematics.md section 1.2),
 optionally with Gaussian noise (noisy GD, section 4), for a batch of independent trajectories.
 """
 from __future__ import annotations
@@ -96,10 +96,10 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
     """Run ``runs`` gradient-descent trajectories of a depth-``depth`` factorization.
 
     Each trajectory trains W = W_N ... W_1 on l(W) = 1/2 sum_Omega (W_ij - b_ij)^2 by plain
-    full-batch GD, all factors stepped at once from the old ones (REFERENCE.md section 1),
+    full-batch GD, all factors stepped at once from the old ones (mathematics.md section 1.2),
     in float64.  With ``temperature > 0`` every factor entry also receives
     ``sqrt(2 lr temperature) xi`` per step, xi standard normal from a per-trajectory
-    counter-based stream (noisy GD, REFERENCE.md section 4).
+    counter-based stream (noisy GD, mathematics.md section 4.3).
 
     Parameters
     ----------

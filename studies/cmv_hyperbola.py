@@ -1,5 +1,5 @@
 """Cohen, Menon & Veraszto (2023), the 2x2 "diagonal" task: where on the hyperbola ab = 1 do
-gradient-descent endpoints land, against depth and init scale (REFERENCE.md section 5.2).
+gradient-descent endpoints land, against depth and init scale (mathematics.md section 5.2).
 
 Observed w11 = w22 = 1; solutions are [[1, a], [b, 1]], the rank-1 ones the hyperbola ab = 1
 with coordinate t = log|a| on each branch.  Depths 2, 5, 10, 20 run the GD engine; depth

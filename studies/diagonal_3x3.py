@@ -1,5 +1,5 @@
 """The 3x3 task of the lecture notes: does most of a batch of 500 runs end near one rank-2
-minimizer out of many (REFERENCE.md section 5.3; the observed entries are UNCONFIRMED)?
+minimizer out of many (mathematics.md section 5.3; the observed entries are UNCONFIRMED)?
 
 With only the diagonal observed and nonzero, rank-1 completions exist, so a "rank-2 minimizer"
 needs zeros or other observations.  The variants: the diagonal (1, 1, 1) and (1, 1, 0), and six

@@ -1,6 +1,6 @@
 """The lecture's "effect of noise and discretization" question: how the endpoint law moves with
 the step size (up to the edge of stability) and with noise (noisy GD, Riemannian Langevin flow;
-REFERENCE.md section 4) on the hyperbola task (section 5.2) and the Razin-Cohen task (5.1).
+mathematics.md section 4) on the hyperbola task (section 5.2) and the Razin-Cohen task (5.1).
 
 Edge of stability on the hyperbola.  At a corner W = [[1, 1], [1, 1]] (s = 2, u = v = (1, 1) /
 sqrt 2) the balanced depth-N factorization has largest Hessian eigenvalue about
@@ -10,7 +10,7 @@ beyond the edge no rank-1 solution is stable.  The lr sweep is in units of EDGE(
 
 Noisy GD on the factors and the Langevin end-to-end flow at the same temperature are not the
 same process: projected down, upstairs noise adds the entropy drift (1/beta) A grad S of the
-orbit volume (REFERENCE.md section 4).  The study compares them; it does not equate them.
+orbit volume (mathematics.md section 4.3).  The study compares them; it does not equate them.
 
 Noise runs use ``tol=0``: every trajectory runs its full horizon and the endpoint law is the
 law at that horizon (the flow's horizon matches GD's on the tau clock, tau = N lr steps).
@@ -135,11 +135,10 @@ def findings(tables) -> list[str]:
         lo, hi = below.iloc[0], below.iloc[-1]
         lines.append(
             f"N = {depth:g}: below the edge of stability the converged fraction is "
-            f"{below['frac_converged'].min():.3g} or more and the std of t on the curve "
-            f"goes from {lo['t_std']:.3g} (lr {lo['lr_over_edge']:g} x edge) to "
-            f"{hi['t_std']:.3g} ({hi['lr_over_edge']:g} x edge); beyond it the converged "
-            f"fraction is {beyond['frac_converged'].min():.3g}-{beyond['frac_converged'].max():.3g}"
-            " (`outcomes`).")
+            f"{_span(below['frac_converged'])} and the std of t on the curve goes from "
+            f"{lo['t_std']:.3g} (lr {lo['lr_over_edge']:g} x edge) to {hi['t_std']:.3g} "
+            f"({hi['lr_over_edge']:g} x edge); beyond it the converged fraction is "
+            f"{_span(beyond['frac_converged'])} (`outcomes`).")
     noisy = hyp[hyp["sweep"] == "temperature"]
     for (depth, engine), part in noisy.groupby(["depth", "engine"]):
         part = part.sort_values("temperature")
@@ -152,6 +151,12 @@ def findings(tables) -> list[str]:
                  "solution) " + ", ".join(f"{r.frac_det_positive:.3g} at lr {r.lr:g}"
                                            for r in rc.itertuples()) + " (`outcomes`).")
     return lines
+
+
+def _span(values) -> str:
+    """``"0.49-0.62"``, or one number when all are equal."""
+    lo, hi = float(values.min()), float(values.max())
+    return f"{lo:.3g}" if lo == hi else f"{lo:.3g}-{hi:.3g}"
 
 
 def _std_interval(t, level=0.95, n_boot=300, seed=0):

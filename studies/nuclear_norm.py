@@ -1,7 +1,7 @@
 """Random low-rank completion against init scale and depth: Gunasekar et al. (2017)'s
 conjecture (depth 2, small init -> minimum nuclear norm completion) and Arora, Cohen, Hu &
 Luo (2019)'s finding that depth 3+ recovers the ground truth where the nuclear norm does not
-(REFERENCE.md sections 5.4 and 5.5).
+(mathematics.md sections 5.4 and 5.5).
 
 Plain GD (Arora et al. used a global-step RMSprop), balanced init, step size ``lr_for`` (at
 most half the edge of stability at the ground truth, so that GD follows the gradient flow

@@ -65,7 +65,7 @@ def psd_power(M, p, rtol=1e-12):
 def brute_operator(W, depth):
     """(1/N) sum_j kron(P_j, Q_j), P_j = (W W^T)^{(N-j)/N}, Q_j = (W^T W)^{(j-1)/N}: the
     normalized operator on row-major vec(Z) = Z.reshape(-1), finite depth. Powers from the full
-    SVD of W with singular values padded by zeros and 0^0 = 1 (REFERENCE.md section 2)."""
+    SVD of W with singular values padded by zeros and 0^0 = 1 (mathematics.md section 2.3)."""
     U, s, Vt = np.linalg.svd(W)
     su = np.zeros(W.shape[0])
     sv = np.zeros(W.shape[1])
@@ -277,7 +277,7 @@ def flow_velocity(W, mask, targets, depth):
 
 
 def langevin_drift_fd(W, depth, h):
-    """rho^{-1} div(rho A), rho = det(A)^{-1/2} (REFERENCE.md section 4), by central
+    """rho^{-1} div(rho A), rho = det(A)^{-1/2} (mathematics.md section 4.1), by central
     differences of the brute-force matrix along each coordinate, step ``h``."""
     n = W.size
     A0 = flow_operator(W, depth)
@@ -295,7 +295,7 @@ def langevin_drift_fd(W, depth, h):
 
 def log_volume_density_closed_form(s, depth):
     """log sqrt(det g^N) w.r.t. dW for square matrices with singular values ``s`` (last axis),
-    REFERENCE.md section 2: N^{d(d-1)/2} det(S^2)^{(1-N)/(2N)} van(S^{2/N}) / van(S^2), and
+    mathematics.md section 2.5: N^{d(d-1)/2} det(S^2)^{(1-N)/(2N)} van(S^{2/N}) / van(S^2), and
     det(S^2)^{-1/2} van(log S^2) / van(S^2) for N = inf."""
     s = np.asarray(s, dtype=np.float64)
     d = s.shape[-1]

@@ -1,6 +1,6 @@
 """dlnmc.geometry against independent computations: brute-force Kronecker operators, quadrature
 for N = inf, mpmath, finite-difference Jacobians of the SVD map, Gram determinants of the orbit
-map, and the reference values of REFERENCE.md sections 2 and 3."""
+map, and the reference values of mathematics.md section 2.6."""
 import mpmath
 import numpy as np
 import pytest
@@ -168,7 +168,7 @@ def test_volume_density_brute_force_and_closed_form(d, depth):
     _, logdet = np.linalg.slogdet(brute(W, depth))
     np.testing.assert_allclose(log_volume_density(W, depth), -0.5 * logdet, rtol=1e-10, atol=1e-11)
     s = np.linalg.svd(W, compute_uv=False)
-    if depth == np.inf:  # CMV Theorem 1.1 and its N = inf limit, as printed in REFERENCE.md
+    if depth == np.inf:  # CMV Theorem 1.1 and its N = inf limit (mathematics.md section 2.5)
         svd = -0.5 * np.sum(np.log(s**2)) + log_van(np.log(s**2))
     else:
         svd = (0.5 * d * (d - 1) * np.log(depth) + (1 - depth) / (2 * depth) * np.sum(np.log(s**2))

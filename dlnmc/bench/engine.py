@@ -55,7 +55,7 @@ def _factors(shape, depth, width, batch, seed=0):
 def numpy_gd(problem, factors, lr, steps):
     """Plain NumPy batched GD on the factors (W_1 first, each ``(B, n_p, n_{p-1})``).
 
-    Same mathematics as the engine (REFERENCE.md section 1): prefix products, residual
+    Same mathematics as the engine (mathematics.md section 1.2): prefix products, residual
     P_Omega(W - b), loss, backpropagation A_{p-1} = W_p^T A_p, gradient A_p P_{p-1}^T, every
     factor updated from the old ones; ``np.matmul`` over the batch.  Returns the factors and
     the last losses.

@@ -1,7 +1,7 @@
 """End-to-end flow benchmark: trajectories per second of :func:`dlnmc.flow.simulate_flow` to a
 fixed time tau against ``scipy.integrate.solve_ivp`` on the same ODE, measured in one process.
 
-Both integrate dW/dtau = -Abar_{N,W}(P_Omega(W - b)) (REFERENCE.md section 2) from the same
+Both integrate dW/dtau = -Abar_{N,W}(P_Omega(W - b)) (mathematics.md section 2) from the same
 initial matrices (balanced init, scale 0.1, on the 2x2 / 3x3 diagonal tasks) to tau = 20 with
 the same Dormand-Prince 5(4) pair (scipy's ``RK45``) and the same ``rtol``/``atol``, with no
 stopping rule (``tol = 0``) and no checkpoints.  The baseline's right-hand side is plain NumPy

@@ -13,7 +13,7 @@ every access is a compile-time offset from the record start in unsigned arithmet
 wrap-around of negative indices), so LLVM can prove that loads and stores do not overlap and
 its SLP vectorizer turns the straight-line per-lane code into SIMD across lanes.
 
-One step (REFERENCE.md section 1): P_1 = W_1, P_p = W_p P_{p-1}; E = P_Omega(P_N - b),
+One step (mathematics.md section 1.2): P_1 = W_1, P_p = W_p P_{p-1}; E = P_Omega(P_N - b),
 l = |E|^2 / 2; A_N = E, A_{p-1} = W_p^T A_p, dl/dW_p = A_p P_{p-1}^T (A_1 for p = 1), all
 factors stepped from the old ones.  The residual is mask * (P_N - b) over all d^2 entries and
 the loss sums it row-major, which is ``gd``'s order for sorted observations; every other sum

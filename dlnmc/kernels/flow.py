@@ -2,7 +2,7 @@
 
 State: the end-to-end matrix W (d x d'), as entries or in SVD coordinates (below).
 Deterministic flow (Arora, Cohen & Hazan 2018; Cohen, Menon & Veraszto 2023 "CMV", normalized
-clock tau = N t; REFERENCE.md section 2):
+clock tau = N t; mathematics.md section 2):
 
     dW/dtau = -Abar_{N,W}(G),  G = P_Omega(W - b),
     Abar_{N,W}(Z) = U [lam o (U^T Z V)] V^T  with W = U S V^T (full SVD),
@@ -15,7 +15,7 @@ values, and Abar does not depend on which singular vectors are picked for repeat
 
 Integrators: Dormand & Prince 5(4) with Shampine's quartic dense output and the step control of
 scipy's ``RK45`` (Hairer, Norsett & Wanner I, II.4), one step size per trajectory; and, for
-``temperature > 0``, Euler-Maruyama on the Riemannian Langevin equation of REFERENCE.md
+``temperature > 0``, Euler-Maruyama on the Riemannian Langevin equation of mathematics.md
 section 4 with the Ito drift correction T rho^{-1} div(rho A) in closed form (see
 :func:`langevin_correction`).
 
@@ -184,7 +184,7 @@ def svd_small(W, U, s, V, A):
 
 @jit(inline="always")
 def metric_lambda(s, inv_depth, lam):
-    """lam_il of REFERENCE.md section 2 for i < d, l < d' (``lam`` is d x d'), in the stable
+    """lam_il of mathematics.md section 2.3 for i < d, l < d' (``lam`` is d x d'), in the stable
     form lam = s_hi^{2(N-1)/N} expm1(-u) / (N expm1(-u/N)), u = 2 log(s_hi / s_lo) >= 0
     (N = inf, ``inv_depth = 0``: s_hi^2 (-expm1(-u)) / u), exact for coincident and zero
     singular values."""
@@ -278,7 +278,7 @@ def _g(v):
 def langevin_correction(s, lam, inv_depth, kappa):
     """kappa_c such that rho^{-1} div(rho A) = U diag(kappa) V^T, rho = det(A)^{-1/2}.
 
-    A is the normalized operator Abar_{N,W} as a d d' x d d' matrix (REFERENCE.md section 4).
+    A is the normalized operator Abar_{N,W} as a d d' x d d' matrix (mathematics.md section 4.2).
     Its frame is diagonal: rho^{-1} div(rho A) = div A + A grad log rho, and in the basis
     u_a v_b^T first-order SVD perturbation gives, for c < min(d, d'),
 
@@ -710,7 +710,7 @@ def flow_batch(W, obs_i, obs_j, vals, inv_depth, t_max, tol, rtol, atol, max_ste
 def langevin_batch(W, obs_i, obs_j, vals, inv_depth, temperature, dt, t_max, tol, ckpt, keys,
                    hist_time, hist_step, hist_loss, hist_w, time_out, steps_out, loss_out,
                    status_out):
-    """Euler-Maruyama for the Riemannian Langevin equation (REFERENCE.md section 4) for every
+    """Euler-Maruyama for the Riemannian Langevin equation (mathematics.md section 4) for every
     ``W[r]`` (in place), one SVD per step:
 
         W <- W + h [-Abar(G) + T U diag(kappa) V^T] + sqrt(2 T h) U [sqrt(lam) o Xi] V^T,

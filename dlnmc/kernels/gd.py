@@ -14,7 +14,7 @@ kernel (dlnmc/kernels/block.py) gives bitwise the same numbers.  Index arithmeti
 (Numba then adds no wrap-around fix-ups of negative indices) and the kernel is compiled with
 LLVM's SLP vectorizer on, which turns each tile's rows into SIMD registers.
 
-One step (REFERENCE.md section 1): forward prefix products P_p = W_p ... W_1, residual
+One step (mathematics.md section 1.2): forward prefix products P_p = W_p ... W_1, residual
 E = P_Omega(W - b), loss l = |E|^2 / 2, then backpropagation A_N = E,
 dl/dW_p = A_p P_{p-1}^T, A_{p-1} = W_p^T A_p, every factor updated from the old factors.
 """
