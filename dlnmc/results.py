@@ -118,6 +118,16 @@ class SimulationResult:
     history: pd.DataFrame
     factors: list | None = None
 
+    def __repr__(self):
+        params = self.provenance.get("params", {})
+        problem = params.get("problem", {}).get("name", "?")
+        factors = ("none" if not self.factors
+                   else " ".join("x".join(map(str, F.shape[1:])) for F in self.factors))
+        status = self.final["status"].value_counts().to_dict() if "status" in self.final else {}
+        return (f"SimulationResult({self.provenance.get('kind', 'gd')}, problem={problem}, "
+                f"depth={params.get('depth', '?')}, runs={len(self.final)}, "
+                f"history rows={len(self.history)}, factors={factors}, status={status})")
+
     @property
     def provenance(self) -> dict:
         """Parameters, problem, seed and versions that produced these tables."""

@@ -282,3 +282,13 @@ def test_razin_cohen_det_positive_drives_w11_up():
     bound = 1 / np.sqrt(2 * f["loss"])
     assert (f["w_0_0"].abs() > 0.5 * bound).all() and (f["w_0_0"].abs() > 10).all()
     assert (f["erank"] < 1.01).all()
+
+
+def test_result_repr_is_a_summary_not_the_arrays():
+    res = simulate(dlnmc.diagonal_2x2(), depth=3, runs=5, lr=0.05, max_steps=20, seed=0,
+                   widths=[4, 3])
+    text = repr(res)
+    assert len(text) < 300 and "\n" not in text
+    for part in ("gd", "problem=diagonal_2x2", "depth=3", "runs=5", "factors=4x2 3x4 2x3",
+                 "'max_steps': 5"):
+        assert part in text
