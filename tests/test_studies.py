@@ -10,9 +10,9 @@ from dlnmc.report import write_report
 from dlnmc.runner import list_studies, load_study, load_tables, run_study, study_cells
 
 STUDIES = ("razin_cohen_2020", "cmv_hyperbola", "diagonal_3x3", "nuclear_norm",
-           "noise_and_discretization")
+           "noise_and_discretization", "small_init_limit")
 QUICK_RUNS = {"razin_cohen_2020": None, "cmv_hyperbola": 40, "diagonal_3x3": 40,
-              "nuclear_norm": 2, "noise_and_discretization": 24}
+              "nuclear_norm": 2, "noise_and_discretization": 24, "small_init_limit": 40}
 """Runs per cell of the end-to-end test (None: the quick grid's own counts)."""
 EXPECTED = {
     "razin_cohen_2020": {
@@ -32,8 +32,17 @@ EXPECTED = {
     "noise_and_discretization": {
         "outcomes": {"task", "sweep", "engine", "lr_over_edge", "temperature", "t_std",
                      "n_on_curve", "frac_det_positive"}},
+    "small_init_limit": {
+        "spread": {"N", "depth", "engine", "series", "scale", "runs_on_curve", "n_off_curve",
+                   "n_stuck_at_origin", "n_not_converged", "frac_positive_branch", "t_std",
+                   "t_std_lo", "t_std_hi", "t_iqr", "t_iqr_lo", "t_iqr_hi"},
+        "slopes": {"depth", "scale_lo", "scale_hi", "slope", "ci_low", "ci_high"},
+        "fit": {"N", "model", "chi2_per_dof", "alpha", "beta", "beta_lo", "beta_hi"},
+        "collapse": {"N", "ks", "p_value", "collapses"},
+        "step_check": {"N", "scale", "check", "ratio", "ci_low", "ci_high"}},
 }
-FULL_RUNS = {"razin_cohen_2020": 200, "cmv_hyperbola": 1000, "diagonal_3x3": 500}
+FULL_RUNS = {"razin_cohen_2020": 200, "cmv_hyperbola": 1000, "diagonal_3x3": 500,
+             "small_init_limit": 2000}
 """Least trajectories per cell at full size (issue 5)."""
 
 
