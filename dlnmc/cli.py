@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import runpy
+import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import numba
@@ -60,26 +63,28 @@ def _where(out, tables, figure_paths, report=None):
 
 def _run(args) -> int:
     """Simulate a study (resuming finished chunks), analyse it, draw figures, write a report."""
-    study = runner.load_study(args.study)
-    # Config errors before any work (and before a cluster starts).
-    runner.plan(study.NAME, runner.study_cells(study, args.quick, args.runs), args.seed,
-                args.chunk_runs, args.threads)
     if args.local_cluster is not None and args.local_cluster < 1:
         raise ValueError(f"--local-cluster needs at least one worker, got {args.local_cluster}")
     if args.scheduler is None and args.threads and args.threads > numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"--threads must be at most {numba.config.NUMBA_NUM_THREADS} here, "
                          f"got {args.threads}")
+    study = runner.load_study(args.study)
+    # Every check before any work, with the output folder locked, before a cluster starts.
+    plan = runner.prepare(study, _out(study, args), args.quick, args.runs, args.seed,
+                          args.threads, args.chunk_runs, args.write)
     if args.scheduler:
         cluster, threads = executors.connect(args.scheduler, args.threads), None
     elif args.local_cluster:
         cluster, threads = executors.local_cluster(args.local_cluster, args.threads), None
     else:
         cluster, threads = contextlib.nullcontext(None), args.threads
-    with cluster as executor:
-        done = pipeline.run(study, out=_out(study, args), quick=args.quick, runs=args.runs,
-                            seed=args.seed, threads=threads, executor=executor,
-                            chunk_runs=args.chunk_runs, progress=not args.no_progress,
-                            write=args.write)
+    with runner.locked(plan.out) as out:
+        runner.check_params(plan)
+        with cluster as executor:
+            done = pipeline.run(study, out=out, quick=args.quick, runs=args.runs,
+                                seed=args.seed, threads=threads, executor=executor,
+                                chunk_runs=args.chunk_runs, progress=not args.no_progress,
+                                write=args.write)
     _where(done.out, done.tables, done.figures, done.report)
     return 0
 
@@ -179,13 +184,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning(show, message, category, *where, **kwargs):
+    """Show a runner's warning as one line, others with ``show``."""
+    if issubclass(category, runner.DamagedPartWarning):
+        print(f"dlnmc: warning: {message}", file=sys.stderr)
+    else:
+        show(message, category, *where, **kwargs)
+
+
 def main(argv=None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_warning, warnings.showwarning)
+            return args.func(args)
     except ValueError as err:
         parser.exit(2, f"dlnmc: error: {err}\n")
+    except KeyboardInterrupt:
+        resume = (f"; finished chunks are kept: run `dlnmc {shlex.join(argv)}` again to resume"
+                  if args.verb == "run" else "")
+        parser.exit(130, f"dlnmc: interrupted{resume}\n")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,18 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import os
 import sys
 
 import numba
 
-__all__ = ["InProcess", "DaskExecutor", "as_executor", "local_cluster", "connect", "cores",
-           "worker_threads"]
+__all__ = ["IN_FLIGHT", "InProcess", "DaskExecutor", "as_executor", "local_cluster", "connect",
+           "cores", "worker_threads"]
+
+IN_FLIGHT = 4096
+"""Most items a :class:`DaskExecutor` has submitted and not yet yielded: the next is submitted
+as one finishes, so the client's memory does not grow with the number of items."""
 
 _THREADS = None
 
@@ -71,8 +76,9 @@ class InProcess:
 class DaskExecutor:
     """Submit items to a ``dask.distributed`` cluster and yield results as they complete.
 
-    A task whose worker dies is rescheduled by Dask (up to ``distributed.scheduler.
-    allowed-failures`` times); an exception in a task cancels the rest and is raised here.
+    Items are taken from ``items`` lazily, at most :data:`IN_FLIGHT` at a time.  A task whose
+    worker dies is rescheduled by Dask (up to ``distributed.scheduler.allowed-failures``
+    times); an exception in a task cancels the rest and is raised here.
 
     Parameters
     ----------
@@ -90,13 +96,23 @@ class DaskExecutor:
         from distributed import as_completed
 
         call = functools.partial(_call, fn, self.threads, _host_slots(self.client))
-        futures = self.client.map(call, list(items), pure=False)
+        items = iter(items)
+        pending = set()
+
+        def submit(n):
+            futures = self.client.map(call, list(itertools.islice(items, n)), pure=False)
+            pending.update(futures)
+            return futures
+
         try:
-            for future, result in as_completed(futures, with_results=True):
+            done = as_completed(submit(IN_FLIGHT), with_results=True)
+            for future, result in done:
+                pending.discard(future)
                 future.release()
+                done.update(submit(1))
                 yield result
         finally:
-            self.client.cancel(futures)
+            self.client.cancel(list(pending))
 
 
 def as_executor(executor):

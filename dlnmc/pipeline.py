@@ -114,15 +114,20 @@ def run(study, out=None, quick=False, runs=None, seed=0, threads=None, executor=
     -------
     Outputs
         The folder and everything written into it.
+
+    Notes
+    -----
+    Every check of :func:`dlnmc.runner.prepare` runs before any work, and the output folder
+    stays locked (:func:`dlnmc.runner.locked`) until the report is written.
     """
     study = _study(study)
-    out = runner.run_study(study, out=out, quick=quick, runs=runs, seed=seed, threads=threads,
-                           executor=executor, chunk_runs=chunk_runs, progress=progress,
-                           write=write)
-    final, history = runner.load_tables(out)
-    tables = _analyse(study, out, final, history)
-    figures = _draw(study, out, final, history, tables)
-    return Outputs(out, tables, figures, write_report(study, out, tables, figures))
+    plan = runner.prepare(study, out, quick, runs, seed, threads, chunk_runs, write)
+    with runner.locked(plan.out):
+        out = runner.execute(plan, executor, progress)
+        final, history = runner.load_tables(out)
+        tables = _analyse(study, out, final, history)
+        figures = _draw(study, out, final, history, tables)
+        return Outputs(out, tables, figures, write_report(study, out, tables, figures))
 
 
 def analyse(study, out) -> dict:

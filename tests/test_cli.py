@@ -91,15 +91,19 @@ def test_resume_after_sigkill_gives_the_uninterrupted_tables(tmp_path):
             "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "dlnmc", *argv], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while (len(list(out.glob("parts/*/*.final.parquet"))) < 3 and proc.poll() is None
+    while (len(list(out.glob("parts/*/*.sha256"))) < 3 and proc.poll() is None
            and time.monotonic() < deadline):
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = {p: p.stat().st_mtime_ns for p in out.glob("parts/*/*.final.parquet")}
-    assert 3 <= len(done) < 32 and not (out / "final.parquet").exists()
+    # Finished chunks: their digests are written last.
+    done = {p: p.stat().st_mtime_ns for d in out.glob("parts/*/*.sha256")
+            for p in (d, d.with_suffix(".final.parquet"), d.with_suffix(".history.parquet"))}
+    assert 3 <= len(done) // 3 < 32 and not (out / "final.parquet").exists()
+    assert f'"pid": {proc.pid}' in (out / runner.LOCK).read_text()  # its lock, now stale
 
     assert main(argv) == 0
+    assert not (out / runner.LOCK).exists()
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not recomputed
     assert len(list(out.glob("parts/*/*.final.parquet"))) == 32
     whole = runner.run_study(TINY, out=tmp_path / "whole", runs=8, chunk_runs=8, progress=False)

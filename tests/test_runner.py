@@ -96,11 +96,13 @@ def test_rerun_computes_only_missing_parts(tiny, baseline, tmp_path):
     lost = out / "parts" / "diag-d2" / "000001.final.parquet"  # its history part remains
     for path in [lost, *(out / "parts" / "rc-d3-noisy").glob("000000.*")]:
         path.unlink()
-    (out / "parts" / "lowrank-d2" / ".000000.final.parquet.x.tmp").write_bytes(b"partial")
+    orphan = out / "parts" / "lowrank-d2" / ".000000.final.parquet.x.tmp"
+    orphan.write_bytes(b"partial")
     before = _mtimes(out)
     executor = Reversed()
     runner.run_study(tiny, out=out, quick=True, chunk_runs=4, executor=executor, progress=False)
     assert sorted(executor.done) == [("diag-d2", 1), ("rc-d3-noisy", 0)]
+    assert not orphan.exists()
     after = _mtimes(out)
     assert all(after[p] == t for p, t in before.items() if "diag-d2/000001" not in str(p))
     _identical(out, baseline)
