@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import tracemalloc
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +29,7 @@ from dlnmc.cli import main
 from dlnmc.study import Cell
 
 from . import reference as ref
+from .test_runner import _study
 
 TINY = Path(__file__).parent / "studies" / "tiny.py"
 QUICK = dict(quick=True, chunk_runs=4, progress=False)
@@ -331,14 +331,6 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monk
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
     assert err.startswith(f"dlnmc: error: cannot write the outputs to {out}: ")
-
-
-def _study(cells, name="bad"):
-    study = types.ModuleType(name)
-    study.NAME, study.DESCRIPTION = name, "a test study"
-    study.cells = lambda quick: cells
-    study.analyse = study.figures = lambda *args: None
-    return study
 
 
 @pytest.mark.parametrize("bad, message", [
