@@ -7,7 +7,9 @@ host's cores divided by the task slots of all the workers on that host.  One tas
 worker process (``--nthreads 1``) is the intended setup: Numba's ``workqueue`` threading layer
 must not launch parallel kernels from several threads of one process.
 
-``distributed`` is the optional extra ``dlnmc[distributed]``, imported only when used.
+The work items are chunks of :data:`CHUNK_RUNS` trajectories by default, and their parts are
+written by the client or by the workers (:data:`WRITE_MODES`).  ``distributed`` is the optional
+extra ``dlnmc[distributed]``, and Numba too is imported only when used.
 """
 from __future__ import annotations
 
@@ -18,10 +20,17 @@ import itertools
 import os
 import sys
 
-import numba
+__all__ = ["CHUNK_RUNS", "WRITE_MODES", "IN_FLIGHT", "InProcess", "DaskExecutor", "as_executor",
+           "local_cluster", "connect", "cores", "worker_threads"]
 
-__all__ = ["IN_FLIGHT", "InProcess", "DaskExecutor", "as_executor", "local_cluster", "connect",
-           "cores", "worker_threads"]
+CHUNK_RUNS = 500
+"""Default trajectories per chunk (one work item)."""
+
+WRITE_MODES = ("client", "workers")
+"""Who writes the parts: ``"client"`` (default; results travel back to the process that called
+:func:`dlnmc.runner.run_study`, no shared filesystem needed) or ``"workers"`` (each worker
+writes its parts under ``out``, which must then be the same path on a filesystem shared by all
+workers)."""
 
 IN_FLIGHT = 4096
 """Most items a :class:`DaskExecutor` has submitted and not yet yielded: the next is submitted
@@ -32,6 +41,8 @@ _THREADS = None
 
 def cores() -> int:
     """CPU cores this process may use (its affinity), at most Numba's thread limit."""
+    import numba
+
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(n or 1, numba.config.NUMBA_NUM_THREADS))
 

@@ -9,12 +9,12 @@
 - ``report.md``: the report (:func:`dlnmc.report.write_report`);
 - ``manifest.json``: the analysis tables' names and the figures' paths, in the study's order.
 
-:func:`load` reads the analysis tables and figure paths back.  Everywhere, ``study`` is a study
-module or what :func:`dlnmc.runner.load_study` accepts (a name or a path to a ``.py`` file).
+:func:`load` reads the analysis tables and figure paths back.  Everywhere, ``study`` is what
+:func:`dlnmc.study.load_study` accepts: a study (module or object), a name, or a path to a
+``.py`` or ``.toml`` file.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -52,10 +52,6 @@ class Outputs:
     tables: dict
     figures: list
     report: Path | None
-
-
-def _study(study):
-    return study if inspect.ismodule(study) else runner.load_study(study)
 
 
 def _final(out) -> Path:
@@ -98,15 +94,15 @@ def _draw(study, out, final, history, tables) -> list[Path]:
     return paths
 
 
-def run(study, out=None, quick=False, runs=None, seed=0, threads=None, executor=None,
+def run(study, out=None, quick=False, runs=None, seed=None, threads=None, executor=None,
         chunk_runs=None, progress=True, write="client") -> Outputs:
     """Simulate a study (resuming finished chunks), analyse it, draw its figures and write its
     report: what ``dlnmc run`` does.
 
     Parameters
     ----------
-    study : module, str or path
-        A study module, name or path.
+    study : study, str or path
+        A study, its name or its path.
     out, quick, runs, seed, threads, executor, chunk_runs, progress, write
         As for :func:`dlnmc.runner.run_study`.
 
@@ -120,7 +116,7 @@ def run(study, out=None, quick=False, runs=None, seed=0, threads=None, executor=
     Every check of :func:`dlnmc.runner.prepare` runs before any work, and the output folder
     stays locked (:func:`dlnmc.runner.locked`) until the report is written.
     """
-    study = _study(study)
+    study = runner.load_study(study)
     plan = runner.prepare(study, out, quick, runs, seed, threads, chunk_runs, write)
     with runner.locked(plan.out):
         out = runner.execute(plan, executor, progress)
@@ -135,8 +131,8 @@ def analyse(study, out) -> dict:
 
     Parameters
     ----------
-    study : module, str or path
-        A study module, name or path.
+    study : study, str or path
+        A study, its name or its path.
     out : path
         The study's output folder.
 
@@ -152,7 +148,7 @@ def analyse(study, out) -> dict:
     """
     out = Path(out).resolve()
     _final(out)
-    return _analyse(_study(study), out, *runner.load_tables(out))
+    return _analyse(runner.load_study(study), out, *runner.load_tables(out))
 
 
 def draw(study, out, tables=None) -> list[Path]:
@@ -160,8 +156,8 @@ def draw(study, out, tables=None) -> list[Path]:
 
     Parameters
     ----------
-    study : module, str or path
-        A study module, name or path.
+    study : study, str or path
+        A study, its name or its path.
     out : path
         The study's output folder.
     tables : dict of str -> DataFrame, optional
@@ -181,7 +177,7 @@ def draw(study, out, tables=None) -> list[Path]:
     _final(out)
     final, history = runner.load_tables(out)
     tables = load(out).tables if tables is None else tables
-    return _draw(_study(study), out, final, history, tables)
+    return _draw(runner.load_study(study), out, final, history, tables)
 
 
 def write_report(study, out, tables=None, figures=None) -> Path:
@@ -189,8 +185,8 @@ def write_report(study, out, tables=None, figures=None) -> Path:
 
     Parameters
     ----------
-    study : module, str or path
-        A study module, name or path.
+    study : study, str or path
+        A study, its name or its path.
     out : path
         The study's output folder.
     tables : dict of str -> DataFrame, optional
@@ -215,7 +211,7 @@ def write_report(study, out, tables=None, figures=None) -> Path:
         saved = load(out)
         tables = saved.tables if tables is None else tables
         figures = saved.figures if figures is None else figures
-    return report.write_report(_study(study), out, tables, figures,
+    return report.write_report(runner.load_study(study), out, tables, figures,
                                cells=[Cell(**cell) for cell in grid])
 
 

@@ -79,10 +79,15 @@ def _grid_table(cells) -> pd.DataFrame:
         return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in mapping.items())
 
+    def problem(cell):
+        if not isinstance(cell.problem, str):
+            p = cell.problem
+            return f"{p.name} ({p.rows}x{p.cols}, {len(p.entries)} observed entries)"
+        return cell.problem + (f"({text(cell.problem_args)})" if cell.problem_args else "")
+
     return pd.DataFrame({
         "cell": [c.key for c in cells],
-        "problem": [c.problem + (f"({text(c.problem_args)})" if c.problem_args else "")
-                    for c in cells],
+        "problem": [problem(c) for c in cells],
         "engine": [c.engine for c in cells],
         "runs": [c.runs for c in cells],
         "params": [text(c.params) for c in cells],

@@ -25,8 +25,6 @@ import contextlib
 import datetime
 import fcntl
 import hashlib
-import importlib.util
-import inspect
 import io
 import itertools
 import json
@@ -34,7 +32,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 import threading
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -47,31 +44,20 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from dlnmc import __version__, executors
-from dlnmc.problems import CATALOGUE
+from dlnmc.engines import ENGINES
+from dlnmc.executors import CHUNK_RUNS, WRITE_MODES
 from dlnmc.results import versions, write_parquet
-from dlnmc.study import Cell
+from dlnmc.study import (DEFAULT_OUT, Cell, default_out, jsonable, list_studies, load_study,
+                         make_problem, studies_dir)
 
-__all__ = ["STUDIES", "CHUNK_RUNS", "WRITE_MODES", "LOCK", "DamagedPartWarning", "Chunk", "Plan",
+__all__ = ["CHUNK_RUNS", "WRITE_MODES", "LOCK", "DamagedPartWarning", "Chunk", "Plan",
            "studies_dir", "list_studies", "load_study", "study_cells", "plan", "prepare",
-           "check_params", "locked", "run_chunk", "execute", "run_study", "load_tables"]
-
-STUDIES = Path(__file__).resolve().parent.parent / "studies"
-"""The repository's folder of study modules, next to the package's source tree (a checkout
-or an editable install); see :func:`studies_dir`."""
-
-CHUNK_RUNS = 500
-"""Default trajectories per chunk."""
-
-WRITE_MODES = ("client", "workers")
-"""Who writes the parts: ``"client"`` (default; results travel back to the process that called
-:func:`run_study`, no shared filesystem needed) or ``"workers"`` (each worker writes its parts
-under ``out``, which must then be the same path on a filesystem shared by all workers)."""
+           "check_params", "locked", "run_chunk", "execute", "run_study", "DEFAULT_OUT",
+           "default_out", "load_tables"]
 
 LOCK = ".lock"
 """The lock file in an output folder while a run holds it (see :func:`locked`)."""
 
-_STUDY_ATTRS = {"NAME": str, "DESCRIPTION": str, "cells": callable, "analyse": callable,
-                "figures": callable}
 _FIXED_COLUMNS = ("study", "cell")
 _RESERVED_LABELS = {*_FIXED_COLUMNS, "run", "step", "seed"}
 _TEMPORARY = ".*.parquet.*.tmp"
@@ -83,79 +69,18 @@ class DamagedPartWarning(UserWarning):
     aside (renamed ``<part>.damaged``) and its chunk is computed again."""
 
 
-def _engine(name):
-    """The engine function of a cell (imported lazily: ``flow`` is optional)."""
-    if name == "gd":
-        from dlnmc.simulate import simulate
-        return simulate
-    from dlnmc.flow import simulate_flow
-    return simulate_flow
-
-
-def _jsonable(value):
-    """``value`` as plain JSON types (tuples -> lists, NumPy scalars/arrays -> Python)."""
-    def default(obj):
-        if isinstance(obj, (np.ndarray, np.generic)):
-            return obj.tolist()
-        raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-    return json.loads(json.dumps(value, default=default, allow_nan=True))
-
-
-# -- studies ------------------------------------------------------------------------------
-
-def studies_dir() -> Path:
-    """Where studies are looked up by name: :data:`STUDIES`, or ``./studies`` when the package
-    was installed away from its source tree (``pip install .`` from a checkout)."""
-    return STUDIES if STUDIES.is_dir() else Path.cwd() / "studies"
-
-
-def list_studies() -> dict[str, Path]:
-    """Study modules of :func:`studies_dir`, by name."""
-    return {p.stem: p for p in sorted(studies_dir().glob("*.py")) if not p.stem.startswith("_")}
-
-
-def load_study(name_or_path):
-    """Import a study module by name (a module of ``studies/``) or by path to a ``.py`` file.
-
-    Raises
-    ------
-    ValueError
-        No such study, or the module lacks ``NAME``, ``DESCRIPTION``, ``cells``, ``analyse``
-        or ``figures`` (see :mod:`dlnmc.study`).
-    """
-    path = Path(name_or_path)
-    if path.suffix != ".py":
-        path = studies_dir() / f"{name_or_path}.py"
-        if not path.is_file():
-            known = ", ".join(list_studies()) or "none"
-            raise ValueError(f"no study named {str(name_or_path)!r} in {path.parent} "
-                             f"(known: {known})")
-    elif not path.is_file():
-        raise ValueError(f"study file {path} does not exist")
-    module_name = f"_dlnmc_study_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    for attr, kind in _STUDY_ATTRS.items():
-        value = getattr(module, attr, None)
-        if not (callable(value) if kind is callable else isinstance(value, kind)):
-            what = getattr(kind, "__name__", kind)
-            raise ValueError(f"study {path}: {attr} missing or not a {what}")
-    if not Path(module.NAME).name == module.NAME or module.NAME in ("", ".", ".."):
-        raise ValueError(f"study {path}: NAME {module.NAME!r} must be usable as a folder name")
-    return module
-
+# -- the grid -----------------------------------------------------------------------------
 
 def study_cells(study, quick=False, runs=None) -> list[Cell]:
     """The validated grid ``study.cells(quick)``, every cell's ``runs`` replaced by ``runs``
     when given.
 
     Checks, before any work: a non-empty list of :class:`~dlnmc.study.Cell` with unique keys;
-    each problem in :data:`dlnmc.CATALOGUE` and constructible from its ``problem_args``; each
-    engine available and accepting the cell's ``params`` (unknown keys are named); params and
-    labels JSON-serialisable (they are stored as provenance); labels not clashing with the
-    ``study``, ``cell``, ``run``, ``step`` or ``seed`` columns.
+    each problem a catalogue name constructible from its ``problem_args``, or an inline
+    problem; each engine of :data:`dlnmc.engines.ENGINES` available and accepting the cell's
+    ``params`` (unknown keys are named); params and labels JSON-serialisable (they are stored
+    as provenance); labels not clashing with the ``study``, ``cell``, ``run``, ``step`` or
+    ``seed`` columns.
 
     Raises
     ------
@@ -175,23 +100,11 @@ def study_cells(study, quick=False, runs=None) -> list[Cell]:
         if cell.key in seen:
             raise ValueError(f"{where}: duplicate cell key")
         seen.add(cell.key)
-        if cell.problem not in CATALOGUE:
-            raise ValueError(f"{where}: unknown problem {cell.problem!r} "
-                             f"(known: {', '.join(CATALOGUE)})")
         try:
-            problem = CATALOGUE[cell.problem](**cell.problem_args)
-            engine = _engine(cell.engine)
+            cell.make_problem()
+            ENGINES[cell.engine].check(cell.params)
+            cell.spec()
         except (TypeError, ValueError, ImportError) as err:
-            raise ValueError(f"{where}: {err}") from None
-        signature = inspect.signature(engine)
-        unknown = sorted(set(cell.params) - set(signature.parameters))
-        if unknown:
-            raise ValueError(f"{where}: unknown {cell.engine} engine parameter(s) {unknown}")
-        try:
-            signature.bind(problem=problem, runs=1, seed=0, first_run=0, n_threads=None,
-                           progress=False, **cell.params)
-            _jsonable([dict(cell.params), dict(cell.problem_args), dict(cell.labels)])
-        except TypeError as err:
             raise ValueError(f"{where}: {err}") from None
         clash = sorted(_RESERVED_LABELS.intersection(cell.labels))
         if clash:
@@ -207,15 +120,18 @@ def study_cells(study, quick=False, runs=None) -> list[Cell]:
 class Chunk:
     """One unit of work: run ids ``first_run .. first_run + runs - 1`` of one cell.
 
-    Plain data (picklable, sent to workers).  ``threads``: Numba threads (None: the worker's
-    default, see :func:`dlnmc.executors.worker_threads`); ``parts``: folder the worker writes
-    the parts to (None: it returns the tables).
+    Plain data (picklable, sent to workers).  ``problem``: the cell's
+    :attr:`~dlnmc.study.Cell.problem_spec`, a catalogue name or an inline problem's shape and
+    observed entries, rebuilt by the worker (:func:`dlnmc.study.make_problem`); being part
+    of :meth:`spec`, a changed problem never reuses old parts.  ``threads``: Numba threads
+    (None: the worker's default, see :func:`dlnmc.executors.worker_threads`); ``parts``:
+    folder the worker writes the parts to (None: it returns the tables).
     """
 
     study: str
     cell: str
     chunk: int
-    problem: str
+    problem: str | dict
     problem_args: dict
     engine: str
     params: dict
@@ -230,7 +146,7 @@ class Chunk:
         """What determines the chunk's tables, as stored in its parts' provenance."""
         spec = asdict(self)
         del spec["threads"], spec["parts"]
-        return _jsonable(spec)
+        return jsonable(spec)
 
     def paths(self, parts) -> tuple[Path, Path]:
         """``(final, history)`` part files under the folder ``parts``."""
@@ -287,7 +203,7 @@ class Plan:
     def chunk(self, cell, k) -> Chunk:
         """Chunk ``k`` of ``cell`` (``0 <= k < chunks_of(cell)``)."""
         first = k * self.chunk_runs
-        return Chunk(self.study, cell.key, k, cell.problem, dict(cell.problem_args),
+        return Chunk(self.study, cell.key, k, cell.problem_spec, dict(cell.problem_args),
                      cell.engine, dict(cell.params), dict(cell.labels), self.seed, first,
                      min(self.chunk_runs, cell.runs - first), self.threads,
                      str(self.parts) if self.write == "workers" else None)
@@ -365,9 +281,8 @@ def check_params(plan):
     """
     for cell in plan.cells:
         try:
-            _engine(cell.engine)(problem=CATALOGUE[cell.problem](**cell.problem_args), runs=1,
-                                 seed=0, first_run=0, n_threads=None, progress=_PROBE,
-                                 **cell.params)
+            ENGINES[cell.engine].run(cell.params, problem=cell.make_problem(), runs=1,
+                                     seed=0, first_run=0, n_threads=None, progress=_PROBE)
         except _Probed:
             pass
         except (TypeError, ValueError) as err:
@@ -396,7 +311,7 @@ def _check_size(plan):
     ValueError
         The lower bound exceeds this machine's physical memory or the size of the disk.
     """
-    problems = (CATALOGUE[cell.problem](**cell.problem_args) for cell in plan.cells)
+    problems = (cell.make_problem() for cell in plan.cells)
     need = sum(cell.runs * 8 * (2 * problem.rows * problem.cols + 10)
                for cell, problem in zip(plan.cells, problems))
     disk = next(p for p in (plan.out, *plan.out.parents) if p.exists())
@@ -410,7 +325,7 @@ def _check_size(plan):
                          "use fewer runs")
 
 
-def prepare(study, out=None, quick=False, runs=None, seed=0, threads=None, chunk_runs=None,
+def prepare(study, out=None, quick=False, runs=None, seed=None, threads=None, chunk_runs=None,
             write="client") -> Plan:
     """The study's :class:`Plan`, after every check that needs neither the output folder nor
     the engines (those follow in :func:`execute`, before any chunk runs).
@@ -434,8 +349,9 @@ def prepare(study, out=None, quick=False, runs=None, seed=0, threads=None, chunk
     ValueError
         The first problem found, in one line naming the option, the cell or the size.
     """
-    study = study if inspect.ismodule(study) else load_study(study)
+    study = load_study(study)
     cells = study_cells(study, quick, runs)
+    seed = getattr(study, "SEED", 0) if seed is None else seed
     work = plan(study.NAME, cells, seed, chunk_runs, threads,
                 default_out(study, quick) if out is None else out, write)
     _check_size(work)
@@ -570,14 +486,14 @@ def run_chunk(chunk: Chunk):
     """Run one chunk (on whatever worker): returns ``(chunk, final, history)``, or
     ``(chunk, None, None)`` after writing the parts itself when ``chunk.parts`` is set."""
     threads = chunk.threads if chunk.threads is not None else executors.worker_threads()
-    problem = CATALOGUE[chunk.problem](**chunk.problem_args)
+    problem = make_problem(chunk.problem, chunk.problem_args)
     try:
-        result = _engine(chunk.engine)(problem=problem, runs=chunk.runs, seed=chunk.seed,
-                                       first_run=chunk.first_run, n_threads=threads,
-                                       progress=False, **chunk.params)
+        result = ENGINES[chunk.engine].run(chunk.params, problem=problem, runs=chunk.runs,
+                                           seed=chunk.seed, first_run=chunk.first_run,
+                                           n_threads=threads, progress=False)
     except ValueError as err:
         raise ValueError(f"cell {chunk.cell}, chunk {chunk.chunk}: {err}") from None
-    attrs = {"spec": chunk.spec(), "versions": versions(), "engine": _jsonable(result.provenance)}
+    attrs = {"spec": chunk.spec(), "versions": versions(), "engine": jsonable(result.provenance)}
     final = _labelled(result.final, chunk, attrs)
     history = _labelled(result.history, chunk, attrs)
     if chunk.parts is None:
@@ -793,11 +709,8 @@ def execute(plan, executor=None, progress=True) -> Path:
                 if final is not None:
                     _write(chunk, plan.parts, final, history)
                 bar.update()
-        grid = [_jsonable({"key": c.key, "problem": c.problem,
-                           "problem_args": dict(c.problem_args), "engine": c.engine,
-                           "params": dict(c.params), "runs": c.runs, "labels": dict(c.labels)})
-                for c in plan.cells]
-        provenance = {"study": plan.study, "seed": plan.seed, "grid": grid,
+        provenance = {"study": plan.study, "seed": plan.seed,
+                      "grid": [cell.spec() for cell in plan.cells],
                       "versions": versions()}
         final, history = _merge(plan, provenance)
         write_parquet(final, out / "final.parquet")
@@ -805,22 +718,23 @@ def execute(plan, executor=None, progress=True) -> Path:
     return out
 
 
-def run_study(study, out=None, quick=False, runs=None, seed=0, threads=None, executor=None,
+def run_study(study, out=None, quick=False, runs=None, seed=None, threads=None, executor=None,
               chunk_runs=None, progress=True, write="client") -> Path:
     """Simulate every cell of ``study`` and merge the tables into ``out``.
 
     Parameters
     ----------
-    study : module, str or path
-        A study module or what :func:`load_study` accepts.
+    study : study, str or path
+        A study (a module, a TOML study, ...) or what :func:`load_study` accepts.
     out : path, optional
         Output folder (default :func:`default_out`).
     quick : bool
         Use the reduced grid ``study.cells(True)``.
     runs : int, optional
         Trajectories per cell, replacing every cell's ``runs``.
-    seed : int
-        Study seed: trajectory r of a cell depends only on (cell, seed, r).
+    seed : int, optional
+        Study seed: trajectory r of a cell depends only on (cell, seed, r).  Default: the
+        study's ``SEED``, else 0.
     threads : int, optional
         Numba threads per chunk (default: the executor's per-worker count; in-process, all).
     executor : optional
@@ -863,12 +777,6 @@ def run_study(study, out=None, quick=False, runs=None, seed=0, threads=None, exe
     """
     return execute(prepare(study, out, quick, runs, seed, threads, chunk_runs, write),
                    executor, progress)
-
-
-def default_out(study, quick=False) -> Path:
-    """``data/<NAME>/`` (``data/<NAME>-quick/`` for the quick grid) under the current directory,
-    so a quick run never meets the full grid's parts."""
-    return Path("data") / (f"{study.NAME}-quick" if quick else study.NAME)
 
 
 def load_tables(out) -> tuple[pd.DataFrame, pd.DataFrame]:

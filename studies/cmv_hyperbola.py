@@ -211,7 +211,7 @@ def figures(final, history, tables, directory) -> list:
         inset.tick_params(labelsize=7)
         inset.set_title("erank", fontsize=7, pad=1)
     grid.set_titles(row_template="scale {row_name:g}", col_template="N = {col_name}")
-    grid.set_axis_labels("a = w12", "b = w21")
+    grid.set_axis_labels("a = w_0_1", "b = w_1_0")
     legend_above(grid, ncol=1)
     paths = [save(grid, directory, "endpoints_plane")]
 

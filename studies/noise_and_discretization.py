@@ -216,7 +216,7 @@ def figures(final, history, tables, directory) -> list:
     for ax in grid.axes.flat:
         hyperbola(ax, limit, label="ab = 1")
     grid.set_titles(row_template="{row_name}", col_template="lr = {col_name:g} x edge")
-    grid.set_axis_labels("a = w12", "b = w21")
+    grid.set_axis_labels("a = w_0_1", "b = w_1_0")
     legend_above(grid, ncol=1)
     paths.append(save(grid, directory, "hyperbola_endpoints"))
     return paths

@@ -129,6 +129,9 @@ DET_FLOOR = 16 * np.finfo(np.float64).eps
 """|det W| / ||W||_F^2 below which the sign of det computed from the float64 entries of W is
 not resolved (each entry carries a rounding error of a few eps relative to ||W||)."""
 QUANTITIES = ("|w11|", "nuclear", "frobenius", "spectral", "erank")
+FIGURE_LABELS = {"|w11|": "|w_0_0|"}
+"""The figures' names of quantities whose table name is the paper's 1-based one: figures name
+entries 0-based, as the tables' columns (``w_0_0``) do."""
 BINS_PER_DECADE = 4
 MIN_BIN_RUNS = 3
 """A loss bin enters ``bands`` when it holds >= 3 runs and >= 1/4 of its group's runs."""
@@ -428,7 +431,7 @@ def _band_figures(bands, directory) -> list:
                 ax.set_yscale("log")
             ax.set_xscale("log")
             ax.set_title(_title(cell, depth), fontsize=9)
-        grid.set_axis_labels("loss (1/2 SSE)", "|w11|" if quantity == "|w11|" else "effective rank")
+        grid.set_axis_labels("loss (1/2 SSE)", FIGURE_LABELS.get(quantity, "effective rank"))
         legend_above(grid, ncol=4)
         grid.figure.subplots_adjust(right=0.86)
         if mappable is not None:
@@ -447,7 +450,7 @@ def _norms_figure(bands, directory):
         cells = sub[(sub["depth"] == depth) & (sub["panel"] == panel)]
         cell = norms[norms["cell"].isin(cells["cell"].unique())]
         for k, (quantity, part) in enumerate(cell.groupby("quantity", sort=False)):
-            band(ax, part, "inv_sqrt_2loss", f"C{k}", label=quantity)
+            band(ax, part, "inv_sqrt_2loss", f"C{k}", label=FIGURE_LABELS.get(quantity, quantity))
         if len(cell):
             x = np.geomspace(cell["inv_sqrt_2loss"].min(), cell["inv_sqrt_2loss"].max(), 20)
             ax.plot(x, x, "k:", linewidth=1, label="identity")

@@ -12,8 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dlnmc import runner
-from dlnmc.cli import main
+import dlnmc
+from dlnmc import runner, study
+from dlnmc.cli import _parser, main
+from dlnmc.engines import ENGINES
 
 from . import reference as ref
 
@@ -76,6 +78,7 @@ def test_list_bench_and_demo(tmp_path, monkeypatch, capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(f"{name}\n" in listed for name in runner.list_studies())
+    assert all(f"{name}\n    " in listed for name in ENGINES)
     calls = []
     monkeypatch.setattr(runpy, "run_module", lambda name, **kw: calls.append((name, sys.argv[1:])))
     assert main(["bench", "engine", "--quick"]) == 0
@@ -109,3 +112,37 @@ def test_resume_after_sigkill_gives_the_uninterrupted_tables(tmp_path):
     whole = runner.run_study(TINY, out=tmp_path / "whole", runs=8, chunk_runs=8, progress=False)
     for a, b in zip(runner.load_tables(out), runner.load_tables(whole)):
         ref.assert_tables_identical(a, b)
+
+
+def test_list_without_studies_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study, "STUDY_FOLDERS", (tmp_path / "dlnmc" / "studies",
+                                                 tmp_path / "studies"))
+    with pytest.raises(SystemExit) as err:
+        main(["list"])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.startswith(f"dlnmc: error: no studies found (looked in "
+                                              f"{tmp_path / 'dlnmc' / 'studies'}, ")
+
+
+def test_version_and_help_texts(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--version"])
+    assert err.value.code == 0 and capsys.readouterr().out == f"dlnmc {dlnmc.__version__}\n"
+    parser = _parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert set(verbs) == {"run", "figures", "report", "compare", "list", "bench", "demo"}
+    for text in [parser.format_help(), *(verb.format_help() for verb in verbs.values())]:
+        assert "``" not in text
+    for verb in verbs.values():  # every option says what it does
+        assert all(action.help for action in verb._actions), verb.prog
+
+
+def test_help_and_list_load_no_engine():
+    code = ("import sys, contextlib, io\nfrom dlnmc.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['list'])\n"
+            "    with contextlib.suppress(SystemExit):\n        main(['--help'])\n"
+            "print(sorted({'numba', 'pandas', 'dlnmc.kernels', 'dlnmc.runner'}\n"
+            "             & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout == "[]\n"

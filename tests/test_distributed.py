@@ -66,6 +66,33 @@ def test_cli_drives_the_cluster(cluster, in_process, tmp_path, monkeypatch, opti
     _identical(tmp_path, in_process)
 
 
+def test_an_inline_problem_travels_to_the_workers(cluster, tmp_path):
+    # The chunk carries the problem's shape and observed entries; the worker rebuilds it.
+    study = tmp_path / "inline.py"
+    study.write_text(INLINE)
+    out = runner.run_study(study, out=tmp_path / "dask", chunk_runs=2, executor=cluster,
+                           progress=False)
+    _identical(out, runner.run_study(study, out=tmp_path / "local", progress=False))
+    assert runner.load_tables(out)[0].attrs["dlnmc"]["grid"][0]["problem"]["name"] == "hand"
+
+
+INLINE = """
+from dlnmc import CompletionProblem
+from dlnmc.study import Cell
+
+NAME, DESCRIPTION = "inline", "A hand-written 2x2 problem (the tiny study's kernels)."
+PROBLEM = CompletionProblem((2, 2), {(0, 0): 1.0, (0, 1): 2.0, (1, 1): -1.0}, name="hand")
+
+
+def cells(quick):
+    return [Cell("d2", PROBLEM, params=dict(depth=2, lr=0.05, init_scale=0.1, max_steps=300),
+                 runs=4)]
+
+
+analyse = figures = print
+"""
+
+
 def _lost_tasks(dask_scheduler):
     """Tasks the scheduler took back from a worker that went away while running them."""
     return sum(start == "processing" and finish == "released" and not stimulus.startswith("client")

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import dlnmc
-from dlnmc import runner
+import dlnmc.flow
+from dlnmc import runner, study
+from dlnmc.engines import ENGINES
 from dlnmc.results import STATUSES
 from dlnmc.study import Cell
 
@@ -180,19 +182,90 @@ def test_load_study_errors(tmp_path):
     path.write_text("NAME = 'half'\nDESCRIPTION = 'no cells'\n")
     with pytest.raises(ValueError, match="cells missing"):
         runner.load_study(path)
-    assert all(p.parent == runner.STUDIES and p.suffix == ".py"
+    assert all(p.parent == study.studies_dir() and p.suffix == ".py"
                for p in runner.list_studies().values())
 
 
-def test_studies_are_found_next_to_the_source_tree_else_in_the_current_folder(tmp_path,
-                                                                              monkeypatch):
-    assert runner.studies_dir() == runner.STUDIES == Path(dlnmc.__file__).parents[1] / "studies"
-    monkeypatch.setattr(runner, "STUDIES", tmp_path / "site-packages" / "studies")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "studies").mkdir()
-    shutil.copy(TINY, tmp_path / "studies" / "copy.py")
+def test_studies_are_found_in_the_package_else_next_to_the_source_tree(tmp_path, monkeypatch):
+    # A checkout (or an editable install): studies/ next to the package's source tree.
+    assert study.studies_dir() == Path(dlnmc.__file__).parents[1] / "studies"
+    packaged, checkout = tmp_path / "dlnmc" / "studies", tmp_path / "studies"
+    monkeypatch.setattr(study, "STUDY_FOLDERS", (packaged, checkout))
+    assert runner.list_studies() == {} and study.studies_dir() is None
+    checkout.mkdir()
+    shutil.copy(TINY, checkout / "copy.py")
+    (checkout / "_private.py").write_text("")
     assert list(runner.list_studies()) == ["copy"]
     assert runner.load_study("copy").NAME == "tiny"
+    packaged.mkdir(parents=True)  # an installed package: its own dlnmc/studies
+    shutil.copy(TINY, packaged / "shipped.py")
+    assert list(runner.list_studies()) == ["shipped"]
+    with pytest.raises(ValueError, match="no study named 'copy'.*known: shipped"):
+        runner.load_study("copy")
+
+
+def test_studies_are_read_without_running_them(tmp_path):
+    assert study.read_header(TINY) == ("tiny", runner.load_study(TINY).DESCRIPTION)
+    computed = tmp_path / "computed.py"
+    computed.write_text(TINY.read_text().replace('NAME = "tiny"', 'NAME = "ti" + "ny2"'))
+    assert study.read_header(computed)[0] == "tiny2"  # not a literal: loaded
+
+
+def _inline(entries, key="inline", runs=4):
+    """A one-cell study of an inline 2x2 problem."""
+    problem = dlnmc.CompletionProblem((2, 2), entries, name="hand")
+    return _study([Cell(key, problem, params=dict(depth=2, lr=0.05, init_scale=0.1,
+                                                  max_steps=200, checkpoints=3), runs=runs)],
+                  name="inline")
+
+
+def test_an_inline_problem_runs_like_the_catalogue_one_and_is_part_of_the_spec(tmp_path):
+    diagonal = {(0, 0): 1.0, (1, 1): 1.0}
+    out = runner.run_study(_inline(diagonal), out=tmp_path / "out", chunk_runs=2,
+                           progress=False)
+    final, history = runner.load_tables(out)
+    assert final.attrs["dlnmc"]["grid"][0]["problem"] == {
+        "name": "hand", "shape": [2, 2], "entries": [[0, 0, 1.0], [1, 1, 1.0]]}
+    catalogue = _study([Cell("inline", "diagonal_2x2", params=dict(
+        depth=2, lr=0.05, init_scale=0.1, max_steps=200, checkpoints=3), runs=4)])
+    same = runner.run_study(catalogue, out=tmp_path / "catalogue", progress=False)
+    for a, b in zip((final, history), runner.load_tables(same)):  # but study and provenance
+        a, b = a.drop(columns="study"), b.drop(columns="study")
+        a.attrs = b.attrs = {}
+        ref.assert_tables_identical(a, b)
+    # A changed value, or a changed shape, never reuses the parts.
+    before = _mtimes(out)
+    for entries in ({(0, 0): 1.0, (1, 1): 0.5}, {(0, 0): 1.0, (1, 1): 1.0, (0, 1): 0.0}):
+        with pytest.raises(ValueError, match=r"inline chunks 0-1 changed: \['problem'\]"):
+            runner.run_study(_inline(entries), out=out, chunk_runs=2, progress=False)
+    assert _mtimes(out) == before
+    # The report rebuilds the grid, inline problem included, from the provenance.
+    cell = Cell(**final.attrs["dlnmc"]["grid"][0])
+    assert cell.make_problem().entries == dlnmc.CompletionProblem((2, 2), diagonal).entries
+
+
+def test_the_engine_registry():
+    assert list(ENGINES) == ["gd", "flow"] and study.ENGINES is ENGINES
+    assert ENGINES["gd"].load() is dlnmc.simulate
+    assert ENGINES["flow"].load() is dlnmc.flow.simulate_flow
+    for engine in ENGINES.values():
+        assert "depth" in engine.parameters()
+        assert not set(engine.runner_sets) & set(engine.parameters())
+    assert "lr" not in ENGINES["flow"].parameters() and "t_max" in ENGINES["flow"].parameters()
+    with pytest.raises(ValueError, match=r"engine must be one of \('gd', 'flow'\)"):
+        Cell("a", "diagonal_2x2", engine="sgd")
+    with pytest.raises(ValueError, match=r"params may not set \['seed'\]"):
+        Cell("a", "diagonal_2x2", params={"seed": 1})
+    with pytest.raises(ValueError, match="problem_args apply to catalogue names"):
+        Cell("a", dlnmc.diagonal_2x2(), problem_args={"x": 1})
+
+
+def test_a_study_seed_is_the_default_seed(tiny, tmp_path):
+    seeded = _study(tiny.cells(True), name="seeded")
+    seeded.SEED = 5
+    out = runner.run_study(seeded, out=tmp_path / "out", runs=2, progress=False)
+    assert runner.load_tables(out)[0].attrs["dlnmc"]["seed"] == 5
+    assert runner.prepare(seeded, tmp_path / "other", seed=0).seed == 0
 
 
 def test_parts_of_another_dlnmc_version_are_an_error(tiny, baseline, tmp_path, monkeypatch):

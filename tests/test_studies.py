@@ -1,11 +1,16 @@
 """The studies of issue 5: grids valid for the engines, quick runs end to end through the
 runner (tables, figures, report), and the qualitative Razin-Cohen result at quick size."""
 import math
+import re
+import tomllib
+from pathlib import Path
 
 import matplotlib.image
+import matplotlib.text
 import numpy as np
 import pytest
 
+import dlnmc.figures
 from dlnmc.report import write_report
 from dlnmc.runner import list_studies, load_study, load_tables, run_study, study_cells
 
@@ -41,6 +46,10 @@ EXPECTED = {
         "collapse": {"N", "ks", "p_value", "collapses"},
         "step_check": {"N", "scale", "check", "ratio", "ci_low", "ci_high"}},
 }
+ROOT = Path(__file__).resolve().parents[1]
+ONE_BASED = re.compile(r"\bw_?\{?\d\d\}?")
+"""An entry named by two digits (w12, w_12, w_{12}): figures name entries 0-based, as the
+tables' columns do (w_0_1)."""
 FULL_RUNS = {"razin_cohen_2020": 200, "cmv_hyperbola": 1000, "diagonal_3x3": 500,
              "small_init_limit": 2000}
 """Least trajectories per cell at full size (issue 5)."""
@@ -76,8 +85,22 @@ def _is_drawn_png(path):
     return pixels.shape[0] > 200 and pixels.shape[1] > 200 and float(np.std(pixels)) > 0.01
 
 
+@pytest.fixture
+def figure_texts(monkeypatch):
+    """The texts (labels, titles, legends) of every figure saved through dlnmc.figures.save."""
+    texts, save = [], dlnmc.figures.save
+
+    def recording(fig, directory, name):
+        figure = getattr(fig, "figure", fig)
+        texts.extend(t.get_text() for t in figure.findobj(matplotlib.text.Text))
+        return save(fig, directory, name)
+
+    monkeypatch.setattr(dlnmc.figures, "save", recording)
+    return texts
+
+
 @pytest.mark.parametrize("name", STUDIES)
-def test_quick_study_end_to_end(name, quick_runs):
+def test_quick_study_end_to_end(name, quick_runs, figure_texts):
     study, out = load_study(name), quick_runs[name]
     final, history = load_tables(out)
     tables = study.analyse(final, history)
@@ -87,6 +110,7 @@ def test_quick_study_end_to_end(name, quick_runs):
         assert columns <= set(tables[table].columns), columns - set(tables[table].columns)
     paths = study.figures(final, history, tables, out / "figures")
     assert paths and all(_is_drawn_png(p) for p in paths)
+    assert figure_texts and not [t for t in figure_texts if ONE_BASED.search(t)]
     report = write_report(study, out, tables, paths, cells=study.cells(True)).read_text()
     assert report.startswith(f"# {study.NAME}")
     for table in tables:
@@ -101,3 +125,12 @@ def test_cmv_flow_cells_reach_infinite_depth(quick_runs):
     final, _ = load_tables(quick_runs["cmv_hyperbola"])
     assert math.isinf(final["depth"].max())
     assert set(final["N"]) == {"2", "5", "20", "inf"}
+
+
+def test_studies_ship_with_the_package():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"dlnmc.studies": "studies"}
+    packages = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+                for p in (ROOT / "dlnmc").rglob("__init__.py")}
+    assert set(setuptools["packages"]) == packages | {"dlnmc.studies"}
+    assert (ROOT / "studies" / "__init__.py").is_file()
