@@ -7,12 +7,21 @@ no ``fastmath`` (it would delete the ``isfinite`` checks the divergence detectio
 import functools
 
 import numba
+from numba.extending import register_jitable
 
 jit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True)
 """Serial kernel decorator."""
 
 pjit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True, parallel=True)
 """Kernel decorator for loops over trajectories (``numba.prange``)."""
+
+
+inline = functools.partial(register_jitable, error_model="numpy", inline="always")
+"""Helper compiled into each kernel that calls it, inlined in Numba's IR (a closure of a
+kernel factory: a jitted closure would put a per-process id into the kernel's cache key)."""
+
+helper = functools.partial(register_jitable, error_model="numpy")
+"""Helper compiled into each kernel that calls it, as a separate function."""
 
 
 def compile_vectorized(kernel, signature):

@@ -11,17 +11,16 @@ from __future__ import annotations
 import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Integral, Real
+from numbers import Real
 
-import numba
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
+from dlnmc._engine import (check_batch, check_number, check_threads, final_table, history_table,
+                           log_grid, stamp)
 from dlnmc.init import init_factors, noise_keys, product
 from dlnmc.kernels import flow as kernels
-from dlnmc.results import SimulationResult, entry_columns, versions
-from dlnmc.simulate import _check_batch, _check_number, _final_table
+from dlnmc.results import SimulationResult, entry_columns
 
 __all__ = ["simulate_flow", "checkpoint_times"]
 
@@ -36,31 +35,13 @@ def checkpoint_times(checkpoints, t_max) -> np.ndarray:
     ``t_max``; an int n: tau = 0 and n log-spaced times over that range; a sequence: those
     times; ``None``: none (the history then holds each trajectory's final state only).
     """
-    if checkpoints is None:
-        return np.zeros(0)
-    start = min(0.01, t_max)
-    if isinstance(checkpoints, str):
-        if checkpoints != "log":
-            raise ValueError(f"checkpoints must be 'log', an int, times or None, got {checkpoints!r}")
-        checkpoints = int(round(10 * math.log10(t_max / start))) + 1
-    if isinstance(checkpoints, Integral) and not isinstance(checkpoints, bool):
-        if checkpoints < 0:
-            raise ValueError(f"number of checkpoints must be >= 0, got {checkpoints}")
-        grid = np.geomspace(start, t_max, int(checkpoints)) if checkpoints else []
-        times = np.concatenate([[0.0], grid])
-    else:
-        times = np.asarray(checkpoints, dtype=np.float64)
-        if times.ndim != 1 or not np.all(np.isfinite(times)):
-            raise ValueError("checkpoints must be a 1-D sequence of finite times")
-        if np.any(times < 0) or np.any(times > t_max):
-            raise ValueError(f"checkpoint times must lie in [0, t_max={t_max}]")
-    return np.unique(times)
+    return log_grid(checkpoints, min(0.01, t_max), t_max, "times")
 
 
 def _check_depth(depth) -> float:
     if isinstance(depth, Real) and not isinstance(depth, bool) and depth == math.inf:
         return math.inf
-    return float(_check_number("depth (an integer >= 1 or numpy.inf)", depth, 1, integer=True))
+    return float(check_number("depth (an integer >= 1 or numpy.inf)", depth, 1, integer=True))
 
 
 def _initial_matrices(problem, depth, runs, init, init_scale, seed, first_run, det_sign):
@@ -180,20 +161,15 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
         the state as above; dense output in the coordinates of the step) at the checkpoints
         reached plus the final state.  ``factors``: None.
     """
-    runs, tol, seed, first_run, temperature = _check_batch(problem, runs, tol, seed, first_run,
+    runs, tol, seed, first_run, temperature = check_batch(problem, runs, tol, seed, first_run,
                                                            temperature)
     depth = _check_depth(depth)
-    t_max = _check_number("t_max", t_max, 0.0, strict=True)
-    rtol = _check_number("rtol", rtol, 1e-14)
-    atol = _check_number("atol", atol, 0.0)
-    dt = _check_number("dt", dt, 0.0, strict=True)
-    max_steps = _check_number("max_steps", max_steps, 1, integer=True)
-    limit = numba.config.NUMBA_NUM_THREADS
-    if n_threads is None:
-        n_threads = numba.get_num_threads()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, Integral) \
-            or not 1 <= n_threads <= limit:
-        raise ValueError(f"n_threads must be an integer in [1, {limit}], got {n_threads!r}")
+    t_max = check_number("t_max", t_max, 0.0, strict=True)
+    rtol = check_number("rtol", rtol, 1e-14)
+    atol = check_number("atol", atol, 0.0)
+    dt = check_number("dt", dt, 0.0, strict=True)
+    max_steps = check_number("max_steps", max_steps, 1, integer=True)
+    n_threads = check_threads(n_threads)
     if rtol >= 1.0:
         raise ValueError(f"rtol must be below 1, got {rtol}")
     ckpt = checkpoint_times(checkpoints, t_max)
@@ -254,15 +230,24 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
                   checkpoints=ckpt.tolist(), rtol=rtol, atol=atol, dt=dt, max_steps=max_steps,
                   clock="normalized (tau = N t)",
                   integrator="euler-maruyama" if temperature > 0 else "dormand-prince-5(4)")
-    final = _final_table(problem, W, W0, run_ids, steps, loss, status, {**params, "depth": depth})
+    final = final_table(problem, W, W0, run_ids, steps, loss, status, {**params, "depth": depth})
     final.insert(final.columns.get_loc("steps") + 1, "time_tau", time_tau)
     if problem.is_square:
         final["det"], final["log_abs_det"] = _determinant(W, logdet, sign)
-    history = _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w,
-                             hist_logdet, hist_sign, time_tau, steps, loss, W, logdet, sign)
-    provenance = {"kind": "flow", "params": params, "versions": versions()}
-    final.attrs = {"dlnmc": provenance}
-    history.attrs = {"dlnmc": provenance}
+    reached = hist_step >= 0
+    extra = ~np.any(reached & (hist_time == time_tau[:, None]) & (hist_step == steps[:, None]),
+                    axis=1)  # the end is not a checkpoint
+    history = history_table(problem, run_ids, reached, extra, {
+        "step": (hist_step, steps), "time_tau": (hist_time, time_tau),
+        "loss": (hist_loss, loss), "log_abs_det": (hist_logdet, logdet),
+        "sign": (hist_sign, sign), "w": (hist_w, W.reshape(runs, -1))}, sort=("time_tau", "step"))
+    if problem.is_square:
+        carried = history.pop("log_abs_det"), history.pop("sign")
+        entries = history[entry_columns(problem.shape)].to_numpy().reshape(-1, *problem.shape)
+        history["det"], history["log_abs_det"] = _determinant(entries, *carried)
+    else:
+        history = history.drop(columns=["log_abs_det", "sign"])
+    stamp("flow", params, final, history)
     return SimulationResult(final, history, None)
 
 
@@ -280,31 +265,3 @@ def _determinant(W, logdet, sign):
     det[carried] = sign[carried] * np.exp(logdet[carried])
     log_abs[carried] = logdet[carried]
     return det, log_abs
-
-
-def _history_table(problem, run_ids, hist_time, hist_step, hist_loss, hist_w, hist_logdet,
-                   hist_sign, time_tau, steps, loss, W, logdet, sign) -> pd.DataFrame:
-    """Checkpoints reached by each run plus its final state (unless a checkpoint already holds
-    it), sorted by (run, time); square problems add ``det`` and ``log_abs_det``
-    (:func:`_determinant`)."""
-    runs, C = hist_time.shape
-    reached = hist_step >= 0
-    extra = ~np.any(reached & (hist_time == time_tau[:, None]) & (hist_step == steps[:, None]),
-                    axis=1)
-
-    def rows(checkpointed, final):
-        return np.concatenate([checkpointed[reached], final[extra]])
-
-    run_col = rows(np.broadcast_to(run_ids[:, None], (runs, C)), run_ids)
-    step_col = rows(hist_step, steps)
-    time_col = rows(hist_time, time_tau)
-    order = np.lexsort((step_col, time_col, run_col))
-    w_col = rows(hist_w, W.reshape(runs, -1))[order]
-    cols = {"run": run_col[order], "step": step_col[order], "time_tau": time_col[order],
-            "loss": rows(hist_loss, loss)[order]}
-    cols.update(zip(entry_columns(problem.shape), w_col.T))
-    if problem.is_square:
-        cols["det"], cols["log_abs_det"] = _determinant(
-            w_col.reshape(-1, *problem.shape), rows(hist_logdet, logdet)[order],
-            rows(hist_sign, sign)[order])
-    return pd.DataFrame(cols)

@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 
-def _check_problem(problem):
+def check_problem(problem):
+    """ValueError unless ``problem`` is a CompletionProblem."""
     if not isinstance(problem, CompletionProblem):
         raise ValueError(f"problem must be a CompletionProblem, got {type(problem).__name__}")
 
@@ -94,7 +95,7 @@ class CompletionSpace:
 
 def completion_space(problem) -> CompletionSpace:
     """The affine space of exact completions of ``problem``."""
-    _check_problem(problem)
+    check_problem(problem)
     free = np.nonzero(~problem.mask)
     base = problem.targets
     base.setflags(write=False)
@@ -152,7 +153,7 @@ def nearest_rank_r_completion(problem, W, r, restarts=4, seed=0, tol=1e-9) -> Ra
     RankCompletion
         ``(matrix, distance, residual)``.
     """
-    _check_problem(problem)
+    check_problem(problem)
     W = _check_matrices(W, problem.shape)
     if W.ndim != 2:
         raise ValueError("W must be one matrix (rows, cols)")
@@ -271,7 +272,7 @@ def hyperbola_coordinates(final, problem=None) -> pd.DataFrame:
         finite, no projection), ``t`` (NaN where branch is 0), ``hyperbola_dist`` = |1 - ab|.
     """
     if problem is not None:
-        _check_problem(problem)
+        check_problem(problem)
         if not is_hyperbola_task(problem):
             raise ValueError(f"hyperbola coordinates need the 2x2 diagonal task, got {problem!r}")
     missing = {"w_0_1", "w_1_0"} - set(final.columns)
@@ -344,7 +345,7 @@ def symmetries(problem) -> Symmetries:
     and both columns, and the transposes of these; the 3x3 unit diagonal has W -> D P W P^T D
     (P a permutation) and their transposes. Each map is listed twice ((P, Q) and (-P, -Q)).
     """
-    _check_problem(problem)
+    check_problem(problem)
     rows, cols = problem.shape
     B = np.where(problem.mask, problem.targets, np.nan)
     bases = [(False, B)] + ([(True, B.T)] if problem.is_square else [])

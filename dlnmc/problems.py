@@ -91,6 +91,11 @@ class CompletionProblem:
             truth.setflags(write=False)
             object.__setattr__(self, "ground_truth", truth)
 
+    def __reduce__(self):
+        """Pickle by the constructor's arguments (the entries are a read-only mapping proxy,
+        which does not pickle), so problems travel to worker processes."""
+        return type(self), (self.shape, dict(self.entries), self.name, self.ground_truth)
+
     @classmethod
     def from_mask(cls, mask, values, name="custom", ground_truth=None) -> "CompletionProblem":
         """Build a problem from a boolean ``mask`` and a matrix of ``values`` of the same shape.

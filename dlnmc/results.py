@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dlnmc.kernels.task import STATUSES
 
 __all__ = ["SimulationResult", "read_result", "STATUSES", "entry_columns", "sv_columns",
            "spectral_columns", "effective_rank", "det_sign", "write_parquet", "versions"]
 
-STATUSES = ("converged", "max_steps", "diverged")
-"""Trajectory outcomes; the categorical ``status`` column has exactly these categories."""
 
 
 def entry_columns(shape) -> list[str]:
@@ -90,7 +92,16 @@ def write_parquet(df: pd.DataFrame, path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        df.to_parquet(tmp, index=False)
+        # pandas would deep-copy ``attrs`` once per column on the way to Arrow (minutes for
+        # the 10^4 columns of a 100 x 100 problem): convert without them and store them once,
+        # where ``pandas.read_parquet`` restores them from
+        plain = df.copy(deep=False)
+        plain.attrs = {}
+        table = pa.Table.from_pandas(plain, preserve_index=False)
+        if df.attrs:
+            table = table.replace_schema_metadata(
+                {**table.schema.metadata, b"PANDAS_ATTRS": json.dumps(df.attrs).encode()})
+        pq.write_table(table, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

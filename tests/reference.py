@@ -47,6 +47,22 @@ def gd_trajectory(factors, mask, targets, lr, steps):
     return factors, np.array(losses)
 
 
+def rmsprop_trajectory(factors, mask, targets, lr, steps, scale=1.0, eps=1e-4, decay=0.99):
+    """Arora et al. (2019)'s global RMSprop on the objective ``scale * l``: one step size per
+    iteration, lr / (sqrt(a / (1 - decay^t)) + eps), a the running average of the squared
+    gradient norm over all factors; returns (factors, losses of l)."""
+    factors = [np.array(F, dtype=np.float64) for F in factors]
+    losses, average = [], 0.0
+    for t in range(1, steps + 1):
+        losses.append(loss(end_to_end(factors), mask, targets))
+        grads = [scale * g for g in factor_gradients(factors, mask, targets)]
+        average = decay * average + (1 - decay) * sum(np.sum(g * g) for g in grads)
+        step = lr / (np.sqrt(average / (1 - decay**t)) + eps)
+        factors = [F - step * g for F, g in zip(factors, grads)]
+    losses.append(loss(end_to_end(factors), mask, targets))
+    return factors, np.array(losses)
+
+
 # ---------------------------------------------------------------------------------------
 # geometry (dlnmc.geometry): brute-force operators, quadrature, Gram determinants
 # ---------------------------------------------------------------------------------------

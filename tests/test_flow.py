@@ -441,7 +441,7 @@ def test_tables_have_engine_columns_plus_time():
     problem = dlnmc.diagonal_2x2()
     gd = simulate(problem, 2, 2, 1e-2, max_steps=5)
     flow = simulate_flow(problem, np.inf, 2, init_scale=0.1, t_max=1e3)
-    assert list(flow.final.columns) == [*gd.final.columns[:8], "time_tau", *gd.final.columns[8:],
+    assert list(flow.final.columns) == [*gd.final.columns[:9], "time_tau", *gd.final.columns[9:],
                                         "log_abs_det"]
     assert flow.final.depth.dtype == np.float64 and np.isinf(flow.final.depth).all()
     assert flow.final.lr.isna().all()

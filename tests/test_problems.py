@@ -65,3 +65,13 @@ def test_catalogue():
     assert random_low_rank(6, 5, 2, 17, seed=3).entries == p.entries
     with pytest.raises(ValueError, match="rank"):
         random_low_rank(3, 3, 4, 5)
+
+
+def test_problem_pickles_to_an_equal_problem():
+    import pickle
+    problem = random_low_rank(4, 5, 2, n_observed=9, seed=3)
+    copy = pickle.loads(pickle.dumps(problem))
+    assert copy.shape == problem.shape and dict(copy.entries) == dict(problem.entries)
+    assert copy.name == problem.name
+    np.testing.assert_array_equal(copy.ground_truth, problem.ground_truth)
+    assert not copy.ground_truth.flags.writeable

@@ -82,9 +82,10 @@ def test_final_table_columns_and_spectral_values():
     problem = dlnmc.razin_cohen_2x2()
     res = simulate(problem, 3, 5, 0.01, init_scale=0.1, max_steps=300, tol=1e-3, seed=3)
     f = res.final
-    expected = ["run", "seed", "depth", "lr", "init", "init_scale", "temperature", "steps", "loss",
-                "status", "w_0_0", "w_0_1", "w_1_0", "w_1_1", "det_init", "sv_0", "sv_1", "erank", "det"]
+    expected = ["run", "seed", "depth", "lr", "init", "init_scale", "widths", "temperature",
+                "steps", "loss", "status", "w_0_0", "w_0_1", "w_1_0", "w_1_1", "det_init", "sv_0", "sv_1", "erank", "det"]
     assert list(f.columns) == expected
+    assert (f["widths"] == "2x2").all()
     assert isinstance(f["status"].dtype, pd.CategoricalDtype)
     assert list(f["status"].cat.categories) == ["converged", "max_steps", "diverged"]
     assert f["steps"].dtype == np.int64 and f["loss"].dtype == np.float64

@@ -3,7 +3,7 @@ import importlib
 
 import pandas as pd
 
-SUITES = ("engine", "flow")
+SUITES = ("engine", "flow", "nuclear")
 
 parser = argparse.ArgumentParser(prog="python -m dlnmc.bench", description=__doc__)
 parser.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all"))

@@ -51,7 +51,7 @@ of each call, which dominated the cost of a 2x2 evaluation.
 import numpy as np
 
 from dlnmc._jit import jit
-from dlnmc.kernels.gd import CONVERGED, DIVERGED, DIVERGENCE_FACTOR, MAX_STEPS
+from dlnmc.kernels.task import CONVERGED, DIVERGED, DIVERGENCE_FACTOR, MAX_STEPS
 from dlnmc.kernels.rng import normal
 
 _EPS = np.finfo(np.float64).eps

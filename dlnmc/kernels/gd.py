@@ -1,5 +1,6 @@
 """Generic batched gradient descent on a deep matrix factorization, one trajectory per
-``prange`` slot, any shapes and widths.
+``prange`` slot, any shapes, widths and optimizer (the registry's fallback, see
+:mod:`dlnmc.kernels`).
 
 State layout: ``theta[r]`` holds trajectory r's factors W_1, ..., W_N flattened row-major one
 after another (factor p, 1-based, starts at ``off[p - 1]`` and has shape
@@ -16,17 +17,19 @@ LLVM's SLP vectorizer on, which turns each tile's rows into SIMD registers.
 
 One step (mathematics.md section 1.2): forward prefix products P_p = W_p ... W_1, residual
 E = P_Omega(W - b), loss l = |E|^2 / 2, then backpropagation A_N = E,
-dl/dW_p = A_p P_{p-1}^T, A_{p-1} = W_p^T A_p, every factor updated from the old factors.
+dl/dW_p = A_p P_{p-1}^T, A_{p-1} = W_p^T A_p, every factor updated from the old factors by
+the step of the optimizer (plain GD, or the global RMSprop of mathematics.md section 1.6,
+whose step needs every factor's gradient first).  :func:`step_size` and :func:`update` are
+shared with the BLAS kernel.
 """
+import numba
 import numpy as np
 from numba import prange
 
 from dlnmc._jit import compile_vectorized, jit, pjit
 from dlnmc.kernels.rng import normal
+from dlnmc.kernels.task import CONVERGED, DIVERGED, DIVERGENCE_FACTOR, MAX_STEPS, RMSPROP_DECAY
 
-CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2
-DIVERGENCE_FACTOR = 1e12
-"""A trajectory whose loss exceeds this factor times max(1, initial loss) has diverged."""
 
 _U = np.uint64
 _1, _2, _3, _4, _5, _6, _7, _8 = (_U(k) for k in range(1, 9))
@@ -132,13 +135,11 @@ def forward_loss(theta, dims, off, obs, vals, prefix, resid):
 
 
 @jit
-def backward_step(theta, dims, off, prefix, resid, adj, pt, grad, lr, noise_std, key, step):
-    """Backpropagate ``resid`` and take one (noisy) GD step on every factor in place.
+def backward(theta, dims, off, prefix, resid, adj, pt, grad):
+    """Backpropagate ``resid`` into ``grad`` (the layout of ``theta``): dl/dW_p for every p.
 
     Scratch: ``adj`` of size 2 * max(dims) * dims[0], ``pt`` (transposed prefix) of size
-    max(dims) * dims[0], ``grad`` of size max_p dims[p] * dims[p - 1].  The noise added to
-    parameter k at step s is ``noise_std * normal(key, s * P + k)`` with P the number of
-    parameters.
+    max(dims) * dims[0].
     """
     depth = dims.shape[0] - 1
     n0 = _U(dims[0])
@@ -157,23 +158,57 @@ def backward_step(theta, dims, off, prefix, resid, adj, pt, grad, lr, noise_std,
             for j in range(n0):
                 pt[j * b + k] = prefix[pstart + k * n0 + j]
         product_rows(adj, nxt, theta, w, _1, b, adj, cur, b, a, n0)  # A_{p-1} = W_p^T A_p
-        product_rows(grad, _U(0), adj, cur, n0, _1, pt, _U(0), a, n0, b)  # A_p P_{p-1}^T
-        for e in range(a * b):
-            theta[w + e] -= lr * grad[e]
+        product_rows(grad, w, adj, cur, n0, _1, pt, _U(0), a, n0, b)  # A_p P_{p-1}^T
         if p > 2:
             pstart -= _U(dims[p - 2]) * n0
         cur = nxt
     for e in range(_U(dims[1]) * n0):  # dl/dW_1 = A_1
-        theta[e] -= lr * adj[cur + e]
+        grad[e] = adj[cur + e]
+
+
+@jit
+def step_size(lr, rmsprop, eps, grad, moment, decay_power):
+    """The step of this iteration and the updated (moment, decay_power): ``lr`` for GD; for
+    RMSprop ``lr / (sqrt(v_hat) + eps)``, v the exponential average of |grad|^2 and v_hat its
+    bias correction (mathematics.md section 1.6)."""
+    if not rmsprop:
+        return lr, moment, decay_power
+    square = 0.0
+    for k in range(grad.shape[0]):
+        square += grad[k] * grad[k]
+    moment = RMSPROP_DECAY * moment + (1.0 - RMSPROP_DECAY) * square
+    decay_power *= RMSPROP_DECAY
+    return lr / (np.sqrt(moment / (1.0 - decay_power)) + eps), moment, decay_power
+
+
+@jit
+def update(theta, grad, step, noise_std, key, n):
+    """theta -= step * grad, then the noise of iteration ``n``: parameter k gets
+    ``noise_std * normal(key, n * P + k)``, P the number of parameters."""
+    for k in range(theta.shape[0]):
+        theta[k] -= step * grad[k]
     if noise_std > 0.0:
-        base = _U(step) * _U(theta.shape[0])
+        base = _U(n) * _U(theta.shape[0])
         for k in range(_U(theta.shape[0])):
             theta[k] += noise_std * normal(key, base + k)
 
 
 @jit
-def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, tol, ckpt,
-                   hist_loss, hist_w, w_out):
+def outcome(step, loss, finite, cap, tol, max_steps):
+    """How a trajectory stops at this step (mathematics.md section 6.2): ``DIVERGED`` (W not
+    finite or loss above ``cap``), ``CONVERGED`` (loss <= tol), ``MAX_STEPS``; -1: it goes on."""
+    if not finite or loss > cap:
+        return DIVERGED
+    if loss <= tol:
+        return CONVERGED
+    if step >= max_steps:
+        return MAX_STEPS
+    return -1
+
+
+@jit
+def run_trajectory(theta, dims, off, obs, vals, lr, rmsprop, eps, noise_std, key, max_steps, tol,
+                   ckpt, hist_loss, hist_w, w_out):
     """Run one trajectory to convergence (loss <= tol), ``max_steps`` or divergence.
 
     Records loss and W at the steps listed in ``ckpt`` (sorted) and W at the end in ``w_out``.
@@ -183,21 +218,20 @@ def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, t
     n0 = dims[0]
     width = n0
     plen = 0
-    factor = 0
     for p in range(1, depth + 1):
         width = max(width, dims[p])
         plen += dims[p] * n0
-        factor = max(factor, dims[p] * dims[p - 1])
     prefix = np.empty(plen)
     size = dims[depth] * n0
     resid = np.empty(size)
     adj = np.empty(2 * width * n0)
     pt = np.empty(width * n0)
-    grad = np.empty(factor)
+    grad = np.empty(theta.shape[0])
     wstart = plen - size
     c = 0
     step = 0
     cap = np.inf
+    moment, decay_power = 0.0, 1.0
     while True:
         loss, finite = forward_loss(theta, dims, off, obs, vals, prefix, resid)
         if c < ckpt.shape[0] and ckpt[c] == step:
@@ -207,17 +241,12 @@ def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, t
             c += 1
         if step == 0:
             cap = DIVERGENCE_FACTOR * max(1.0, loss)
-        if not finite or loss > cap:
-            status = DIVERGED
+        status = outcome(step, loss, finite, cap, tol, max_steps)
+        if status >= 0:
             break
-        if loss <= tol:
-            status = CONVERGED
-            break
-        if step >= max_steps:
-            status = MAX_STEPS
-            break
-        backward_step(theta, dims, off, prefix, resid, adj, pt, grad, lr, noise_std, key,
-                      step)
+        backward(theta, dims, off, prefix, resid, adj, pt, grad)
+        eta, moment, decay_power = step_size(lr, rmsprop, eps, grad, moment, decay_power)
+        update(theta, grad, eta, noise_std, key, step)
         step += 1
     for k in range(size):
         w_out[k] = prefix[wstart + k]
@@ -225,27 +254,37 @@ def run_trajectory(theta, dims, off, obs, vals, lr, noise_std, key, max_steps, t
 
 
 @pjit
-def _gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
+def _gd_batch(theta, dims, off, obs, vals, lr, rmsprop, eps, noise_std, keys, max_steps, tol, ckpt,
               hist_loss, hist_w, w_out, steps, loss, status):
     for r in prange(theta.shape[0]):
-        s, l, st = run_trajectory(theta[r], dims, off, obs, vals, lr, noise_std, keys[r],
+        s, l, st = run_trajectory(theta[r], dims, off, obs, vals, lr, rmsprop, eps, noise_std,
+                                  keys[r],
                                   max_steps, tol, ckpt, hist_loss[r], hist_w[r], w_out[r])
         steps[r] = s
         loss[r] = l
         status[r] = st
 
 
-_SIGNATURE = ("void(f8[:, ::1], i8[::1], i8[::1], i8[::1], f8[::1], f8, f8, u8[::1], i8, f8,"
-              " i8[::1], f8[:, ::1], f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
+_SIGNATURE = ("void(f8[:, ::1], i8[::1], i8[::1], i8[::1], f8[::1], f8, b1, f8, f8, u8[::1],"
+              " i8, f8, i8[::1], f8[:, ::1], f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
+
+NAME = "generic"
 
 
-def gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
-             hist_loss, hist_w, w_out, steps, loss, status):
-    """Run every trajectory of ``theta`` (runs x parameters) in parallel; one output slot each.
+def fits(task) -> bool:
+    """Any shapes, widths and optimizer."""
+    return True
 
-    Compiles on first use (:func:`compile_vectorized`); arguments as ``_SIGNATURE`` types them.
-    """
+
+def run(task, batch) -> None:
+    """Run every trajectory of ``batch`` in parallel, one ``prange`` slot each (compiled on
+    first use, :func:`dlnmc._jit.compile_vectorized`); threads take four trajectories at a
+    time as they free up (lengths vary, other jobs may hold a core)."""
     if not _gd_batch.signatures:
         compile_vectorized(_gd_batch, _SIGNATURE)
-    _gd_batch(theta, dims, off, obs, vals, lr, noise_std, keys, max_steps, tol, ckpt,
-              hist_loss, hist_w, w_out, steps, loss, status)
+    with numba.parallel_chunksize(4):
+        _gd_batch(batch.theta, np.asarray(task.dims, dtype=np.int64), task.offsets, task.obs,
+                  task.values, task.lr, task.optimizer == "rmsprop", task.rmsprop_eps,
+                  task.noise_std, batch.keys, task.max_steps, task.tol, task.ckpt,
+                  batch.hist_loss, batch.hist_w, batch.w_end, batch.steps, batch.loss,
+                  batch.status)

@@ -10,10 +10,10 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist, pdist
 
 from dlnmc import geometry
-from dlnmc.manifold import endpoint_matrices, symmetries
+from dlnmc.manifold import check_problem, endpoint_matrices, symmetries
 from dlnmc.results import effective_rank, entry_columns
 from dlnmc.stats.descriptors import single_depth
-from dlnmc.stats.filters import _check_problem, usable_rows
+from dlnmc.stats.filters import usable_rows
 
 __all__ = ["clusters", "cluster_threshold"]
 
@@ -134,7 +134,7 @@ def clusters(final, problem, depth=None, threshold=None, rank_tol=1e-3, floor=1e
         least ``min_size`` members). ``attrs["dlnmc_stats"]``: threshold, ``n_excluded``,
         depth, number of symmetries.
     """
-    _check_problem(problem)
+    check_problem(problem)
     if not problem.is_square:
         raise ValueError("clusters needs a square problem (volumes of g^N)")
     ok = usable_rows(final, problem.shape)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from dlnmc import geometry
-from dlnmc.manifold import endpoint_matrices
+from dlnmc.manifold import check_problem, endpoint_matrices
 from dlnmc.results import effective_rank
-from dlnmc.stats.filters import _check_problem, usable_rows
+from dlnmc.stats.filters import usable_rows
 from dlnmc.stats.nuclear import NuclearCompletion, min_nuclear_norm_completion
 
 __all__ = ["describe", "row_depths", "as_depth", "single_depth"]
@@ -54,7 +54,7 @@ def describe(final, problem, depth=None, nuclear="set") -> pd.DataFrame:
         ``nuclear_excess`` = ||W||_* / m* - 1, ``dist_min_nuclear``.
         ``attrs["dlnmc_stats"]`` records m*, uniqueness and the distance mode.
     """
-    _check_problem(problem)
+    check_problem(problem)
     if nuclear not in ("set", "point") and not isinstance(nuclear, NuclearCompletion):
         raise ValueError(f"nuclear must be 'set', 'point' or a NuclearCompletion, got {nuclear!r}")
     W = endpoint_matrices(final, problem.shape)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dlnmc.manifold import endpoint_matrices
-from dlnmc.problems import CompletionProblem
+from dlnmc.manifold import check_problem, endpoint_matrices
 
 __all__ = ["ON_CURVE_TOL", "STATUS_LABELS", "EXCLUSIONS", "usable_rows", "endpoint_status",
            "status_counts", "excluded_text"]
@@ -27,11 +26,6 @@ refinement of the finished runs (:data:`dlnmc.stats.families.FAMILIES`)."""
 
 EXCLUSIONS = STATUS_LABELS[:3]
 """Labels of runs that did not finish: no statistic of endpoints keeps them."""
-
-
-def _check_problem(problem):
-    if not isinstance(problem, CompletionProblem):
-        raise ValueError(f"problem must be a CompletionProblem, got {type(problem).__name__}")
 
 
 def usable_rows(final, shape) -> np.ndarray:
@@ -74,7 +68,7 @@ def endpoint_status(final, problem, curve_tol=ON_CURVE_TOL) -> pd.Series:
     """
     from dlnmc.stats.families import family  # families import this module
 
-    _check_problem(problem)
+    check_problem(problem)
     if not 0 < curve_tol < 1:
         raise ValueError(f"curve_tol must lie in (0, 1), got {curve_tol!r}")
     missing = {"status", "loss"} - set(final.columns)

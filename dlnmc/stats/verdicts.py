@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sst
 
+from dlnmc.manifold import check_problem
 from dlnmc.stats.descriptors import describe, single_depth
 from dlnmc.stats.families import Verdict, family
-from dlnmc.stats.filters import (EXCLUSIONS, ON_CURVE_TOL, STATUS_LABELS, _check_problem,
+from dlnmc.stats.filters import (EXCLUSIONS, ON_CURVE_TOL, STATUS_LABELS,
                                  endpoint_status, excluded_text)
 from dlnmc.stats.fit import check_level
 from dlnmc.stats.nuclear import lowest_completion_rank, min_nuclear_norm_completion, problem_key
@@ -111,7 +112,7 @@ def hypotheses(final, problem, depth=None, norm_tol=0.01, window=None, eps=None,
     rank_tol : float
         Relative distance to rank r_min still counted as rank r_min (:data:`RANK_TOL`).
     """
-    _check_problem(problem)
+    check_problem(problem)
     check_level(level)
     status = endpoint_status(final, problem, curve_tol).to_numpy()
     finished = ~np.isin(status, EXCLUSIONS)
