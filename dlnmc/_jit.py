@@ -16,10 +16,6 @@ pjit = functools.partial(numba.njit, cache=True, error_model="numpy", nogil=True
 """Kernel decorator for loops over trajectories (``numba.prange``)."""
 
 
-inline = functools.partial(register_jitable, error_model="numpy", inline="always")
-"""Helper compiled into each kernel that calls it, inlined in Numba's IR (a closure of a
-kernel factory: a jitted closure would put a per-process id into the kernel's cache key)."""
-
 helper = functools.partial(register_jitable, error_model="numpy")
 """Helper compiled into each kernel that calls it, as a separate function."""
 

@@ -263,12 +263,12 @@ def test_parquet_round_trip_with_provenance(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     res = simulate(dlnmc.diagonal_2x2(), 2, 2, 0.01, max_steps=10)
 
-    def broken(self, path, **kw):
+    def broken(table, path, **kw):
         with open(path, "wb") as fh:
             fh.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    monkeypatch.setattr(dlnmc.results.pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         res.to_parquet(tmp_path / "run")
     assert list((tmp_path / "run").iterdir()) == []

@@ -1,18 +1,23 @@
-"""Engine benchmark: trajectory-steps per second of :func:`dlnmc.simulate` against a plain
-NumPy batched implementation of the same gradient descent, measured in the same process.
+"""Engine benchmark: trajectory-steps per second of :func:`dlnmc.simulate` against two
+yardsticks measured in the same process: a plain NumPy batched implementation of the same
+gradient descent, and the step-only kernel (:mod:`dlnmc.bench.step_only`: the block kernel's
+arithmetic without loss, stop test or bookkeeping, i.e. what the hardware gives).
 
 The NumPy baseline keeps each factor as one ``(B, n_p, n_{p-1})`` array (for square problems
 the ``(B, N, d, d)`` state, split by layer) and steps every trajectory at once with
-``np.matmul`` over the batch (forward prefix products, residual and loss,
-backpropagation, update), single-threaded as NumPy is.  The engine runs on all Numba threads.
-Both run ``tol = 0`` (every trajectory takes every step) from the same well-conditioned
-explicit initial factors (identity plus 0.1 times Gaussian noise) at a stable step size; the
-engine is timed through the public ``simulate`` call (validation and result tables included)
-after a warm-up call that compiles or loads the kernel.  Timed calls are sized from a short
-calibration call to last about the same time in every case.  The machine is shared (other
-jobs, and on a virtual machine its neighbours, slow it by tens of percent for seconds at a
-time), so engine and baseline are timed in alternation, a pair per round, and the ratio
-reported is the median of the rounds' ratios.
+``np.matmul`` over the batch (forward prefix products, residual and loss, backpropagation,
+update), single-threaded as NumPy is.  The engine and the step-only kernel run on all Numba
+threads.  All three run every trajectory for every step (``tol = 0`` for the engine) from the
+same well-conditioned explicit initial factors (identity plus 0.1 times Gaussian noise) at a
+stable step size; the engine is timed through the public ``simulate`` call (validation,
+packing and result tables included) after a warm-up call that compiles or loads the kernel,
+whose name the result's provenance gives (``final.attrs["dlnmc"]["params"]["kernel"]``: the
+registry chooses, not this module).  The step-only kernel runs the block kernel's padded
+factors, so its column is NaN where the engine runs another kernel.  Each timed call is sized
+by a calibration run to last about the same time.  The machine is shared (other jobs, and on
+a virtual machine its neighbours, slow it by tens of percent for seconds at a time), so the
+three are timed in alternation, one call each per round, and each ratio reported is the
+median of the rounds' ratios, with the lowest round beside it.
 """
 from __future__ import annotations
 
@@ -21,18 +26,21 @@ import time
 import numpy as np
 import pandas as pd
 
+from dlnmc.bench import step_only
 from dlnmc.init import layer_dims
 from dlnmc.problems import diagonal_3x3, razin_cohen_2x2, random_low_rank
-from dlnmc.simulate import _block_kernel, simulate
+from dlnmc.simulate import simulate
 
 __all__ = ["run", "numpy_gd"]
 
 _LR = 1e-3
-_CASES = ([(d, d, depth, d) for d in (2, 3) for depth in (2, 5, 10, 20)]
-          + [(8, 8, 5, 8), (8, 8, 5, 9), (3, 5, 3, 3), (12, 12, 4, 12)])
-"""(rows, cols, depth, hidden width): the studies' sizes, d = 8 on the block kernel, d = 8
-with width 9 and a 3 x 5 problem (the block kernel with factors padded to 9 x 9 and 5 x 5),
-and 12 x 12 (above the block kernel's sizes), which only the generic kernel runs."""
+_CASES = ([(d, d, depth, d, None) for d in (2, 3) for depth in (2, 5, 10, 20)]
+          + [(8, 8, 5, 8, None), (8, 8, 5, 9, None), (3, 5, 3, 3, None), (12, 12, 4, 12, None),
+             (30, 30, 3, 30, 8), (100, 100, 3, 100, 2)])
+"""(rows, cols, depth, hidden width, runs or None for the suite's batch): the studies' sizes;
+d = 8 on the block kernel, d = 8 with width 9 and a 3 x 5 problem (the block kernel with
+factors padded to 9 x 9 and 5 x 5), 12 x 12 (above the block kernel's sizes: the generic
+kernel) and two few-run large problems on the BLAS kernel."""
 
 
 def _problem(rows, cols):
@@ -85,64 +93,84 @@ def _engine(problem, factors, steps):
                     widths=widths, max_steps=steps, tol=0.0, checkpoints=None, progress=False)
 
 
-def _steps_for(call, batch, seconds, probe):
-    """Steps that make ``call(steps)`` last about ``seconds``, from a ``probe``-step call."""
+def _seconds(call, steps):
     start = time.perf_counter()
-    call(probe)
-    guess = batch * probe / (time.perf_counter() - start)
-    return max(probe, int(guess * seconds / batch))
+    call(steps)
+    return time.perf_counter() - start
 
 
-def _paired_rates(engine, baseline, batch, seconds, rounds):
-    """Steps per second of the engine and the baseline, timed in alternation.
+def _steps_for(call, seconds):
+    """Steps that make ``call(steps)`` last about ``seconds``, from the time of one step (the
+    fixed cost of a call) and of probes growing until one lasts four times that and a quarter
+    of ``seconds``.  Where the fixed cost alone exceeds half of ``seconds``, the steps make
+    up half of it."""
+    fixed = _seconds(call, 1)
+    target = max(seconds / 4, 4 * fixed)
+    steps, elapsed = 1, fixed
+    while elapsed < target:
+        steps = int(steps * min(100.0, max(2.0, 2 * target / max(elapsed, 1e-6))))
+        elapsed = _seconds(call, steps)
+    per_step = max(elapsed - fixed, 1e-9) / (steps - 1)
+    return max(1, round(max(seconds - fixed, seconds / 2) / per_step))
 
-    Each round times one engine call and one baseline call of about ``seconds`` each, back to
-    back, so that a slow phase of the shared machine hits both of a pair.  Returns the best
-    rate of each and the median and lowest of the per-round ratios.
+
+def _paired_rates(calls, batch, seconds, rounds):
+    """Steps per second of each of ``calls`` (the engine first), timed in alternation.
+
+    Each round times every call once, back to back, so that a slow phase of the shared
+    machine hits all of a round.  Returns each call's best rate and, for every other call, the
+    median and lowest over rounds of engine rate / its rate.
     """
-    calls = [(engine, _steps_for(engine, batch, seconds, probe=200)),
-             (baseline, _steps_for(baseline, batch, seconds, probe=3))]
-    rates = np.empty((rounds, 2))
-    for r in range(rounds):
-        for k, (call, steps) in enumerate(calls):
-            start = time.perf_counter()
-            call(steps)
-            rates[r, k] = batch * steps / (time.perf_counter() - start)
-    ratios = rates[:, 0] / rates[:, 1]
-    return rates[:, 0].max(), rates[:, 1].max(), np.median(ratios), ratios.min()
+    sized = [(call, _steps_for(call, seconds)) for call in calls]
+    rates = np.array([[batch * steps / _seconds(call, steps) for call, steps in sized]
+                      for _ in range(rounds)])
+    ratios = rates[:, :1] / rates[:, 1:]
+    return rates.max(axis=0), np.median(ratios, axis=0), ratios.min(axis=0)
 
 
 def run(quick: bool = False) -> pd.DataFrame:
-    """Measure the engine and the NumPy baseline on every benchmark case.
+    """Measure the engine, the NumPy baseline and the step-only kernel on every benchmark case.
 
     Parameters
     ----------
     quick : bool
         Batch 1000, about 0.1 s per timed call and 3 rounds instead of batch 10^4, about 0.7 s
-        and 5 rounds.
+        and 5 rounds (the BLAS cases keep their few runs).
 
     Returns
     -------
     pandas.DataFrame
         One row per case: ``rows``, ``cols``, ``depth``, ``width`` (hidden), ``batch``,
-        ``engine_steps_per_s`` and ``numpy_steps_per_s`` (best round of each), ``ratio``
-        (median over rounds of engine / NumPy, each round timing both back to back),
-        ``ratio_min`` (the lowest round) and ``kernel`` (``block`` or ``generic``: which kernel
-        ``simulate`` chose).
+        ``kernel`` (the registry's choice, from the result's provenance),
+        ``engine_steps_per_s``, ``numpy_steps_per_s`` and ``step_only_steps_per_s`` (best
+        round of each; step-only NaN off the block kernel), ``numpy_ratio`` and
+        ``step_only_ratio`` (median over rounds of engine rate / that rate, each round timing
+        all three back to back) and ``numpy_ratio_min``, ``step_only_ratio_min`` (the lowest
+        round).
     """
-    batch, seconds, rounds = (1000, 0.1, 3) if quick else (10_000, 0.7, 5)
+    suite_batch, seconds, rounds = (1000, 0.1, 3) if quick else (10_000, 0.7, 5)
     rows = []
-    for n_rows, n_cols, depth, width in _CASES:
+    for n_rows, n_cols, depth, width, runs in _CASES:
+        batch = runs or suite_batch
         problem = _problem(n_rows, n_cols)
         factors = _factors(problem.shape, depth, width, batch)
-        _engine(problem, [F[:8] for F in factors], 10)  # compile or load the kernel
-        engine, baseline, ratio, ratio_min = _paired_rates(
-            lambda s: _engine(problem, factors, s),
-            lambda s: numpy_gd(problem, factors, _LR, s), batch, seconds, rounds)
-        fast = _block_kernel(layer_dims(problem.shape, depth, width)) is not None
-        rows.append(dict(rows=n_rows, cols=n_cols, depth=depth, width=width, batch=batch,
-                         engine_steps_per_s=engine, numpy_steps_per_s=baseline, ratio=ratio,
-                         ratio_min=ratio_min, kernel="block" if fast else "generic"))
+        few = [F[:8] for F in factors]
+        warm = _engine(problem, few, 10)  # compile or load the kernel
+        kernel = warm.final.attrs["dlnmc"]["params"]["kernel"]
+        calls = [lambda s: _engine(problem, factors, s),
+                 lambda s: numpy_gd(problem, factors, _LR, s)]
+        if kernel == "block":
+            step_only.run(problem, few, _LR, 10)
+            calls.append(lambda s: step_only.run(problem, factors, _LR, s))
+        best, ratio, lowest = _paired_rates(calls, batch, seconds, rounds)
+        row = dict(rows=n_rows, cols=n_cols, depth=depth, width=width, batch=batch,
+                   kernel=kernel, engine_steps_per_s=best[0], numpy_steps_per_s=best[1],
+                   step_only_steps_per_s=np.nan, numpy_ratio=ratio[0],
+                   numpy_ratio_min=lowest[0], step_only_ratio=np.nan, step_only_ratio_min=np.nan)
+        if kernel == "block":
+            row.update(step_only_steps_per_s=best[2], step_only_ratio=ratio[1],
+                       step_only_ratio_min=lowest[1])
+        rows.append(row)
     table = pd.DataFrame(rows)
     table["kernel"] = table["kernel"].astype("category")
     return table
