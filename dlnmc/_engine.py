@@ -127,25 +127,30 @@ def _widths_label(widths) -> str:
     return "x".join(str(w) for w in widths or ())
 
 
-def history_table(problem, run_ids, reached, extra, series, sort) -> pd.DataFrame:
+def history_table(problem, run_ids, reached, extra, series) -> pd.DataFrame:
     """Checkpoints reached by each run plus its final state where ``extra`` (no checkpoint
-    holds it), sorted by run and then by the columns named in ``sort``.
+    holds it), sorted by run: a run's checkpoints in their order, then its final state.
 
     ``series`` maps each column (``"w"`` for the entries of W) to a pair (values at the
     checkpoints, ``runs x C [x k]``; values at the end, ``runs [x k]``); ``reached`` (runs x C)
     marks the checkpoints a run reached.
     """
-    def rows(checkpointed, final):
-        return np.concatenate([checkpointed[reached], final[extra]])
-
     runs, C = reached.shape
+    at = np.flatnonzero(reached)  # flat indices: ten times faster than a boolean mask here
+    ends = np.flatnonzero(extra)
+
+    def rows(checkpointed, final):
+        flat = np.reshape(checkpointed, (runs * C, *np.shape(checkpointed)[2:])).take(at, axis=0)
+        return np.concatenate([flat, final[ends]]) if len(ends) else flat
+
     cols = {"run": rows(np.broadcast_to(run_ids[:, None], (runs, C)), run_ids)}
     cols.update((name, rows(*pair)) for name, pair in series.items())
-    keys = [cols[name] for name in sort]
-    order = np.lexsort((*keys[::-1], cols["run"]))
-    w = cols.pop("w")[order]
-    return _with_entries({name: values[order] for name, values in cols.items()}, problem.shape,
-                         w, {})
+    if len(ends):
+        # checkpoint rows come run by run, each run's final state after them: a stable sort
+        # by run puts every final state after its run's checkpoints
+        order = np.argsort(cols["run"], kind="stable")
+        cols = {name: values[order] for name, values in cols.items()}
+    return _with_entries(cols, problem.shape, cols.pop("w"), {})
 
 
 def stamp(kind, params, *tables) -> dict:

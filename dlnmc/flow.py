@@ -240,7 +240,7 @@ def simulate_flow(problem, depth, runs, init="balanced", init_scale=1e-3, t_max=
     history = history_table(problem, run_ids, reached, extra, {
         "step": (hist_step, steps), "time_tau": (hist_time, time_tau),
         "loss": (hist_loss, loss), "log_abs_det": (hist_logdet, logdet),
-        "sign": (hist_sign, sign), "w": (hist_w, W.reshape(runs, -1))}, sort=("time_tau", "step"))
+        "sign": (hist_sign, sign), "w": (hist_w, W.reshape(runs, -1))})
     if problem.is_square:
         carried = history.pop("log_abs_det"), history.pop("sign")
         entries = history[entry_columns(problem.shape)].to_numpy().reshape(-1, *problem.shape)

@@ -156,6 +156,6 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
     extra = ~np.any(grid == batch.steps[:, None], axis=1)  # the end is not a checkpoint
     history = history_table(problem, run_ids, reached, extra, {
         "step": (grid, batch.steps), "loss": (batch.hist_loss, batch.loss),
-        "w": (batch.hist_w, batch.w_end)}, sort=("step",))
+        "w": (batch.hist_w, batch.w_end)})
     stamp("gd", params, final, history)
     return SimulationResult(final, history, final_factors)

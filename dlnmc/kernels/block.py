@@ -473,12 +473,15 @@ def run(task, batch) -> None:
     rows, cols = task.shape
     obs = (task.obs // cols) * d + task.obs % cols
     C = len(task.ckpt)
-    hist_w, w_end = np.full((runs, C, d * d), np.nan), np.empty((runs, d * d))
+    unpadded = (rows, cols) == (d, d)
+    hist_w, w_end = ((batch.hist_w, batch.w_end) if unpadded
+                     else (np.full((runs, C, d * d), np.nan), np.empty((runs, d * d))))
     with numba.parallel_chunksize(4):  # threads take four blocks at a time as they free up
         block_kernel(d)(state, obs, task.values, task.lr, task.noise_std, batch.keys, slots,
                         nparam, task.max_steps, task.tol, task.ckpt, batch.hist_loss, hist_w,
                         w_end, batch.steps, batch.loss, batch.status)
     batch.theta[:, slots[real]] = state[:, real]
-    entries = np.add.outer(np.arange(rows) * d, np.arange(cols)).ravel()
-    batch.hist_w[:] = hist_w[:, :, entries]
-    batch.w_end[:] = w_end[:, entries]
+    if not unpadded:
+        entries = np.add.outer(np.arange(rows) * d, np.arange(cols)).ravel()
+        batch.hist_w[:] = hist_w[:, :, entries]
+        batch.w_end[:] = w_end[:, entries]
