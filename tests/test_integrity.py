@@ -107,8 +107,9 @@ def _wait_for(condition, proc, seconds=60):
 def test_a_second_run_into_a_busy_folder_fails_at_once_and_ctrl_c_says_how_to_resume(tmp_path,
                                                                                     dlnmc_run):
     out = tmp_path / "out"
-    # The full tiny grid (5000 steps per run), one run per chunk: 32 chunks.
-    argv = ["--runs", "8", "--chunk-runs", "1", "--threads", "1", "--out", str(out)]
+    # The full tiny grid (5000 steps per run), one run per chunk: 800 chunks, several seconds
+    # of work, so that the second run and the Ctrl-C find the first one still running.
+    argv = ["--runs", "200", "--chunk-runs", "1", "--threads", "1", "--out", str(out)]
     first = dlnmc_run(*argv)
     lock = out / runner.LOCK
     _wait_for(lambda: lock.is_file() and lock.read_text().endswith("}"), first)
@@ -130,7 +131,7 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_ctrl_c_says_how_to_re
     assert not lock.exists() and not list(out.rglob("*.tmp"))
     assert main(["run", str(TINY), *argv, "--no-progress"]) == 0
     final = pd.read_parquet(out / "final.parquet")
-    assert not final.duplicated(["cell", "run"]).any() and len(final) == 32
+    assert not final.duplicated(["cell", "run"]).any() and len(final) == 800
 
 
 def test_a_folder_held_in_this_process_is_refused_naming_the_holder(tiny, tmp_path):
