@@ -83,9 +83,13 @@ def dlnmc_run():
     procs = []
 
     def start(*argv):
+        # SIGINT restored to its default in the child: a parent that ignores it (nohup, some
+        # CI runners) would otherwise pass the ignore on and Ctrl-C would never arrive
         procs.append(subprocess.Popen([sys.executable, "-m", "dlnmc", "run", str(TINY), *argv,
                                        "--no-progress"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True))
+                                      stderr=subprocess.PIPE, text=True,
+                                      preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                       signal.SIG_DFL)))
         return procs[-1]
 
     yield start
