@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +108,6 @@ def write_parquet(df: pd.DataFrame, path) -> Path:
     return path
 
 
-@dataclass
 class SimulationResult:
     """What a simulation returns.
 
@@ -119,15 +117,24 @@ class SimulationResult:
         One row per trajectory (columns documented in :func:`dlnmc.simulate`).
     history : DataFrame
         One row per (trajectory, checkpoint): ``run``, ``step``, ``loss``, ``w_<i>_<j>``
-        (plus ``time_tau`` for the end-to-end flow).
+        (plus ``time_tau`` for the end-to-end flow).  Built on first access when the engine
+        passes a function that builds it (a history of 10^5 rows costs tens of milliseconds,
+        which a caller that reads only ``final`` should not pay).
     factors : list of ndarray or None
         Final factors W_1 first, the p-th of shape ``(runs, n_p, n_{p-1})``; ``None`` for the
         end-to-end flow, which has no factors.
     """
 
-    final: pd.DataFrame
-    history: pd.DataFrame
-    factors: list | None = None
+    def __init__(self, final: pd.DataFrame, history, factors: list | None = None):
+        self.final = final
+        self._history = history
+        self.factors = factors
+
+    @property
+    def history(self) -> pd.DataFrame:
+        if callable(self._history):
+            self._history = self._history()
+        return self._history
 
     def __repr__(self):
         params = self.provenance.get("params", {})

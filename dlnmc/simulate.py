@@ -151,11 +151,16 @@ def simulate(problem, depth, runs, lr, init="balanced", init_scale=1e-3, widths=
                   checkpoints=ckpt.tolist(), optimizer=optimizer, objective=objective,
                   kernel=kernel.NAME)
     final = final_table(problem, W, W0, run_ids, batch.steps, batch.loss, batch.status, params)
-    grid = np.broadcast_to(ckpt, batch.hist_loss.shape)
-    reached = grid <= batch.steps[:, None]
-    extra = ~np.any(grid == batch.steps[:, None], axis=1)  # the end is not a checkpoint
-    history = history_table(problem, run_ids, reached, extra, {
-        "step": (grid, batch.steps), "loss": (batch.hist_loss, batch.loss),
-        "w": (batch.hist_w, batch.w_end)})
-    stamp("gd", params, final, history)
+    provenance = stamp("gd", params, final)
+
+    def history():
+        grid = np.broadcast_to(ckpt, batch.hist_loss.shape)
+        reached = grid <= batch.steps[:, None]
+        extra = ~np.any(grid == batch.steps[:, None], axis=1)  # the end is not a checkpoint
+        table = history_table(problem, run_ids, reached, extra, {
+            "step": (grid, batch.steps), "loss": (batch.hist_loss, batch.loss),
+            "w": (batch.hist_w, batch.w_end)})
+        table.attrs = {"dlnmc": provenance}
+        return table
+
     return SimulationResult(final, history, final_factors)

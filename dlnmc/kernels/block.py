@@ -463,25 +463,31 @@ def fits(task) -> bool:
 
 
 def run(task, batch) -> None:
-    """Pad the factors to d x d, run :func:`block_kernel`, unpad factors and matrices."""
+    """Pad the factors to d x d, run :func:`block_kernel`, unpad factors and matrices (every
+    layer already d x d: the factors and matrices are used in place)."""
     d = max(task.dims)
     runs, nparam = batch.theta.shape
     slots = padding(task.dims)
+    padded = nparam < slots.size
     real = slots >= 0
-    state = np.zeros((runs, slots.size))
-    state[:, real] = batch.theta[:, slots[real]]
+    if padded:
+        state = np.zeros((runs, slots.size))
+        state[:, real] = batch.theta[:, slots[real]]
+    else:  # the padded layout is the unpadded one
+        state = batch.theta
     rows, cols = task.shape
     obs = (task.obs // cols) * d + task.obs % cols
     C = len(task.ckpt)
-    unpadded = (rows, cols) == (d, d)
-    hist_w, w_end = ((batch.hist_w, batch.w_end) if unpadded
+    square = (rows, cols) == (d, d)
+    hist_w, w_end = ((batch.hist_w, batch.w_end) if square
                      else (np.full((runs, C, d * d), np.nan), np.empty((runs, d * d))))
     with numba.parallel_chunksize(4):  # threads take four blocks at a time as they free up
         block_kernel(d)(state, obs, task.values, task.lr, task.noise_std, batch.keys, slots,
                         nparam, task.max_steps, task.tol, task.ckpt, batch.hist_loss, hist_w,
                         w_end, batch.steps, batch.loss, batch.status)
-    batch.theta[:, slots[real]] = state[:, real]
-    if not unpadded:
+    if padded:
+        batch.theta[:, slots[real]] = state[:, real]
+    if not square:
         entries = np.add.outer(np.arange(rows) * d, np.arange(cols)).ravel()
         batch.hist_w[:] = hist_w[:, :, entries]
         batch.w_end[:] = w_end[:, entries]
