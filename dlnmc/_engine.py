@@ -101,9 +101,9 @@ def final_table(problem, W, W0, run_ids, steps, loss, status, params) -> pd.Data
         "seed": np.full(n, params["seed"], dtype=np.int64),
         "depth": np.full(n, params["depth"]),  # int64; float64 for the flow's N = inf
         "lr": np.full(n, params["lr"]),
-        "init": pd.Categorical([params["init"]] * n),
+        "init": _constant_category(params["init"], n),
         "init_scale": np.full(n, params["init_scale"]),
-        "widths": pd.Categorical([_widths_label(params.get("widths"))] * n),
+        "widths": _constant_category(_widths_label(params.get("widths")), n),
         "temperature": np.full(n, params["temperature"]),
         "steps": steps,
         "loss": loss,
@@ -120,6 +120,11 @@ def _with_entries(head, shape, entries, tail) -> pd.DataFrame:
     entries as one block (a 100 x 100 problem has 10^4 of them)."""
     return pd.concat([pd.DataFrame(head), pd.DataFrame(entries, columns=entry_columns(shape)),
                       pd.DataFrame(tail, index=pd.RangeIndex(len(entries)))], axis=1)
+
+
+def _constant_category(value, n) -> pd.Categorical:
+    """A categorical column holding ``value`` n times (from codes: no list of n strings)."""
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
 
 def _widths_label(widths) -> str:
