@@ -10,8 +10,8 @@ after another (factor p, 1-based, starts at ``off[p - 1]`` and has shape
 Every product is written as rows of sums of scaled source rows (:func:`product_rows`): the
 prefix products and adjoints directly, the gradients against a transposed copy of the prefix.
 Tiles of two rows by 8 output entries are summed in registers, each entry over its
-terms in ascending index order from 0.0, and nothing is contracted into FMAs, so the block
-kernel (dlnmc/kernels/block.py) gives bitwise the same numbers.  Index arithmetic is unsigned
+terms in ascending index order from 0.0, and nothing is contracted into FMAs (the block kernel,
+dlnmc/kernels/block.py, uses FMAs and agrees to rounding).  Index arithmetic is unsigned
 (Numba then adds no wrap-around fix-ups of negative indices) and the kernel is compiled with
 LLVM's SLP vectorizer on, which turns each tile's rows into SIMD registers.
 
