@@ -191,14 +191,23 @@ def vhalts(typingctx, loss, norm, floor, cap):
 
 
 @helper()
-def _aligned(rows, cols):
-    """An uninitialised ``rows x cols`` float64 array starting on a 64-byte boundary, so that
-    with ``cols`` a multiple of 8 no vector of 8 lanes straddles two cache lines (Numba's own
-    arrays are only 16-byte aligned: the same kernel then ran at 0.6 or 0.9 of its speed from
-    one call to the next)."""
-    raw = np.empty(rows * cols + 8)
-    start = (8 - (raw.ctypes.data // 8) % 8) % 8
-    return raw[start:start + rows * cols].reshape((rows, cols))
+def _buffers(cols, *rows):
+    """One float64 array per entry of ``rows`` (``rows[k] x cols``, uninitialised), carved from
+    one allocation that starts on a 64-byte boundary, each one cache line after the previous
+    one ends.  With ``cols`` a multiple of 8 no vector of 8 lanes straddles two cache lines
+    (Numba's own arrays are 16-byte aligned), and the buffers' distances are fixed and never a
+    multiple of 4096 bytes (loads then do not alias recent stores to another buffer): with
+    separate allocations the same kernel ran at 0.6 or 0.9 of its speed from call to call."""
+    total = 0
+    for r in rows:
+        total += r * cols + 8
+    raw = np.empty(total + 8)
+    at = (8 - (raw.ctypes.data // 8) % 8) % 8
+    out = []
+    for r in rows:
+        out.append(raw[at:at + r * cols].reshape((r, cols)))
+        at += r * cols + 8
+    return out
 
 
 @helper()
@@ -319,17 +328,17 @@ def _source(d):
          f"seen = np.zeros({DD}, np.bool_)", f"goal = np.zeros({DD})",
          "for k in range(obs.shape[0]):", "    seen[obs[k]] = True", "    goal[obs[k]] = vals[k]",
          f"for b in prange((theta.shape[0] + {L - 1}) // {L}):")
-    emit(2, f"w = _aligned(depth, {DD * L})", f"lane = np.empty({L}, np.int64)",
+    pre_rows = "max(depth - 1, 1)" if D <= _UNROLL else "depth"
+    emit(2, f"w, pre, extra = _buffers({DD * L}, depth, {pre_rows}, {1 if D <= _UNROLL else 3})",
+         f"lane = np.empty({L}, np.int64)",
          f"rate = np.empty({L})", f"floor = np.empty({L})", f"cap = np.empty({L})",
          f"fit = np.empty({2 * L})", "_load(theta, b, lane, w, rate, floor, cap, lr, tol)",
          f"zero = vsplat(0.0, {L})", f"half = vsplat(0.5, {L})")
     if D <= _UNROLL:
-        emit(2, f"pre = _aligned(max(depth - 1, 1), {DD * L})",
-             f"end = _aligned(1, {DD * L})[0]",
-             *(f"m{e} = seen[{e}]" for e in E), *(f"t{e} = vsplat(goal[{e}], {L})" for e in E))
+        emit(2, "end = extra[0]", *(f"m{e} = seen[{e}]" for e in E),
+             *(f"t{e} = vsplat(goal[{e}], {L})" for e in E))
     else:
-        emit(2, f"pre = _aligned(depth, {DD * L})", "end = pre[depth - 1]",
-             f"adj = _aligned(2, {DD * L})", f"goals = _aligned(1, {DD * L})[0]",
+        emit(2, "end = pre[depth - 1]", "adj = extra[:2]", "goals = extra[2]",
              f"for e in range({DD}):", f"    vstore(goals, e * {L}, vsplat(goal[e], {L}))")
     emit(2, f"lo = vload(floor, 0, {L})", f"hi = vload(cap, 0, {L})",
          f"active = {L}", "c = 0", "due = 0", "step = 0", "while True:")
@@ -407,7 +416,7 @@ def _source(d):
 
 _SIGNATURE = ("void(f8[:, ::1], i8[::1], f8[::1], f8, f8, u8[::1], i8[::1], i8, i8, f8, i8[::1],"
               " f8[:, ::1], f8[:, :, ::1], f8[:, ::1], i8[::1], f8[::1], i1[::1])")
-_NAMESPACE = dict(np=np, prange=prange, _aligned=_aligned, _load=_load, _settle=_settle,
+_NAMESPACE = dict(np=np, prange=prange, _buffers=_buffers, _load=_load, _settle=_settle,
                   _noise=_noise,
                   vload=vload, vstore=vstore, vsplat=vsplat, vadd=vadd, vsub=vsub, vmul=vmul,
                   vfma=vfma, vabs=vabs, vhalts=vhalts)
