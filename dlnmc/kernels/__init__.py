@@ -19,10 +19,3 @@ def choose(task):
             return kernel
     raise ValueError(f"no GD kernel runs {task.optimizer!r} on layer dimensions {task.dims}")
 
-
-def by_name(name):
-    """The kernel module called ``name``."""
-    for kernel in KERNELS:
-        if kernel.NAME == name:
-            return kernel
-    raise ValueError(f"unknown kernel {name!r}; registered: {[k.NAME for k in KERNELS]}")
